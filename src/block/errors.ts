@@ -1,0 +1,91 @@
+/**
+ * Every failure stackbd can report has a type here. Two families:
+ * - image errors, raised when a file is opened or inspected: they name the file and say what
+ *   is wrong in one line a person can act on (DiskImageKit's error names);
+ * - request errors, raised while serving: they carry the NBD error number the client gets.
+ * `toNbdErrno` is the one place that turns any thrown value into an NBD error number.
+ */
+
+/** NBD error numbers on the wire (the values of Linux errno, fixed by the protocol). */
+export const NbdErrno = {
+  EPERM: 1,
+  EIO: 5,
+  ENOMEM: 12,
+  EINVAL: 22,
+  ENOSPC: 28,
+  EOVERFLOW: 75,
+  ENOTSUP: 95,
+  ESHUTDOWN: 108,
+} as const;
+export type NbdErrnoName = keyof typeof NbdErrno;
+
+/** Base class of every error stackbd raises on purpose. */
+export class StackbdError extends Error {
+  override name = 'StackbdError';
+}
+
+/** A problem with one image file; the message starts with the file name. */
+export class ImageError extends StackbdError {
+  override name = 'ImageError';
+  constructor(
+    readonly file: string,
+    readonly detail: string,
+  ) {
+    super(`${file}: ${detail}`);
+  }
+}
+
+/** The file breaks the rules of its format. */
+export class CorruptedImageError extends ImageError {
+  override name = 'CorruptedImageError';
+}
+
+/** Unknown magic or version, encrypted image, or a feature stackbd does not support. */
+export class UnsupportedFormatError extends ImageError {
+  override name = 'UnsupportedFormatError';
+}
+
+/** Layers that cannot be stacked in the order given (UUID mismatch, second cache, ...). */
+export class IncompatibleStackingError extends ImageError {
+  override name = 'IncompatibleStackingError';
+}
+
+/** A block count of zero, negative, or beyond what the format can map. */
+export class InvalidBlockCountError extends ImageError {
+  override name = 'InvalidBlockCountError';
+}
+
+/** A request that fails on its own: the client gets `errno` and the connection goes on. */
+export class RequestError extends StackbdError {
+  override name = 'RequestError';
+  constructor(
+    readonly errno: NbdErrnoName,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Node system error codes that have an NBD meaning other than EIO. */
+const systemCodeToNbd: Readonly<Record<string, NbdErrnoName>> = {
+  EPERM: 'EPERM',
+  EACCES: 'EPERM',
+  EROFS: 'EPERM',
+  ENOSPC: 'ENOSPC',
+  EDQUOT: 'ENOSPC',
+  EFBIG: 'ENOSPC',
+  EINVAL: 'EINVAL',
+  ENOMEM: 'ENOMEM',
+  EOVERFLOW: 'EOVERFLOW',
+};
+
+/** The NBD error number a client gets for any failure. Unknown failures are EIO. */
+export function toNbdErrno(err: unknown): number {
+  if (err instanceof RequestError) return NbdErrno[err.errno];
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string') {
+    const name = systemCodeToNbd[code];
+    if (name) return NbdErrno[name];
+  }
+  return NbdErrno.EIO;
+}

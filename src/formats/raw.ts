@@ -1,0 +1,116 @@
+/**
+ * RAW images: the file's bytes are the disk's bytes, byte for byte.
+ *
+ * - Stores: nothing but the data; no header, no UUID, no map. The virtual size is the file size.
+ * - States: every byte is `data` (a sparse file's holes are not visible through node:fs, and
+ *   reporting them as data is always correct).
+ * - Invariants: a RAW image is a standalone image or the base of a stack, never a layer above.
+ *   `discard` is a hint and keeps the bytes (node:fs cannot punch holes); `zero` writes zeros,
+ *   so FAST_ZERO is refused.
+ */
+import { RequestError } from '../block/errors.js';
+import type { Run } from '../block/runs.js';
+import type { BlockFile } from '../io/block-file.js';
+import { openFdFile } from '../io/fd-file.js';
+import type { Layer, ZeroOptions, WriteOptions } from './layer.js';
+
+/** Zeros are written in pieces of this size so a whole-disk WRITE_ZEROES needs little memory. */
+const ZERO_PIECE = 1024 * 1024;
+
+export const RAW_BLOCK_SIZE = 512;
+
+export interface OpenRawOptions {
+  readOnly?: boolean;
+}
+
+export async function openRaw(path: string, options: OpenRawOptions = {}): Promise<RawImage> {
+  const file = await openFdFile(path, { readOnly: options.readOnly ?? false });
+  try {
+    return new RawImage(file, await file.size());
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+}
+
+/** Creates a sparse RAW image of `size` bytes. Refuses to replace a file unless `overwrite`. */
+export async function createRaw(path: string, size: number, options: { overwrite?: boolean } = {}): Promise<void> {
+  const file = await openFdFile(path, { create: true, overwrite: options.overwrite ?? false });
+  try {
+    await file.truncate(size);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+}
+
+export class RawImage implements Layer {
+  readonly format = 'raw' as const;
+  readonly blockSize = RAW_BLOCK_SIZE;
+  readonly layerUUID = null;
+  readonly parentUUID = null;
+  readonly layerType = null;
+  private zeros: Buffer | undefined;
+
+  constructor(
+    private readonly file: BlockFile,
+    private currentSize: number,
+  ) {}
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  get readOnly(): boolean {
+    return this.file.readOnly;
+  }
+
+  get size(): number {
+    return this.currentSize;
+  }
+
+  async map(offset: number, length: number): Promise<Run[]> {
+    return length > 0 ? [{ offset, length, state: 'data' }] : [];
+  }
+
+  read(buf: Buffer, offset: number): Promise<void> {
+    return this.file.read(buf, offset);
+  }
+
+  async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
+    await this.file.write(buf, offset);
+    if (options?.fua) await this.file.sync();
+  }
+
+  async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
+    if (options?.fast) throw new RequestError('ENOTSUP', 'a RAW image can only zero by writing zeros');
+    const zeros = (this.zeros ??= Buffer.alloc(ZERO_PIECE));
+    for (let done = 0; done < length; done += ZERO_PIECE) {
+      const n = Math.min(ZERO_PIECE, length - done);
+      await this.file.write(zeros.subarray(0, n), offset + done);
+    }
+    if (options?.fua) await this.file.sync();
+  }
+
+  async discard(_offset: number, _length: number, options?: WriteOptions): Promise<void> {
+    // A hint only: the bytes stay. FUA still has to mean "durable when answered".
+    if (options?.fua) await this.file.sync();
+  }
+
+  flush(): Promise<void> {
+    return this.file.sync();
+  }
+
+  async truncate(size: number): Promise<void> {
+    await this.file.truncate(size);
+    this.currentSize = size;
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (!this.readOnly) await this.file.sync();
+    } finally {
+      await this.file.close();
+    }
+  }
+}

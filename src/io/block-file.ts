@@ -1,0 +1,28 @@
+/**
+ * Positional file access for images. Everything above this file reads and writes whole
+ * buffers at byte positions and asks for a data sync; nothing else. Keeping the seam this
+ * narrow lets tests put a recorder under an image (every write and sync in order) to replay
+ * crashes, and lets a faster backend replace the plain one without touching the formats.
+ */
+export interface BlockFile {
+  readonly path: string;
+  readonly readOnly: boolean;
+  /** Fills `buf` with the bytes at `position`; bytes past the end of the file read as zeros. */
+  read(buf: Uint8Array, position: number): Promise<void>;
+  /** Writes all of `buf` at `position`, growing the file when needed. */
+  write(buf: Uint8Array, position: number): Promise<void>;
+  /** Makes every completed write durable (fdatasync). */
+  sync(): Promise<void>;
+  /** Current length of the file in bytes. */
+  size(): Promise<number>;
+  /** Sets the length of the file; growing leaves a sparse tail that reads as zeros. */
+  truncate(length: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How a file is opened: `create` makes a new file and fails if one exists, unless `overwrite`. */
+export interface OpenFileOptions {
+  readOnly?: boolean;
+  create?: boolean;
+  overwrite?: boolean;
+}
