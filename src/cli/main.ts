@@ -1,0 +1,47 @@
+/**
+ * The `stackbd` command line: one yargs command per file. Usage mistakes print one line and
+ * exit 2; failures (a corrupted image, a busy port) print one line and exit 1.
+ */
+import fs from 'node:fs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { StackbdError } from '../block/errors.js';
+import { serveCommand } from './serve.js';
+import { UsageError } from './usage-error.js';
+
+function packageVersion(): string {
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function describeFailure(err: unknown): string {
+  if (err instanceof StackbdError || err instanceof UsageError) return err.message;
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string' && e.message) return e.message;
+  return err instanceof Error ? (err.stack ?? err.message) : String(err);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const cli = yargs(argv)
+    .scriptName('stackbd')
+    .usage('$0 <command> [options]\n\nServes stacked disk images (RAW or ASIF base, cache and overlay layers) over NBD.')
+    .command(serveCommand)
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .version(packageVersion())
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .fail((message, err) => {
+      if (err) throw err;
+      throw new UsageError(message);
+    });
+  try {
+    await cli.parseAsync();
+  } catch (err) {
+    process.stderr.write(`stackbd: ${describeFailure(err)}\n`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  }
+}
+
+await main(hideBin(process.argv));

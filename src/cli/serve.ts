@@ -1,0 +1,129 @@
+/** `stackbd serve`: serves images and stacks over NBD until SIGINT or SIGTERM. */
+import type { Argv, CommandModule } from 'yargs';
+import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
+import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
+import { parseExportSpec, type ExportSpec } from './export-spec.js';
+import { prepareDemo } from './demo.js';
+import { openRaw } from '../formats/raw.js';
+import { Stack } from '../stack/stack.js';
+import { Export } from '../server/export.js';
+import { NbdServer } from '../server/server.js';
+import { UsageError } from './usage-error.js';
+
+interface ServeArgs {
+  listen?: string[];
+  socket?: string[];
+  export?: string[];
+  'read-only': boolean;
+  'sync-interval': number;
+  'log-level': LogLevel;
+  demo: boolean;
+  'demo-dir': string;
+}
+
+function builder(y: Argv): Argv<ServeArgs> {
+  return y
+    .option('listen', { type: 'string', array: true, describe: 'TCP address HOST:PORT to listen on (default 127.0.0.1:10809)' })
+    .option('socket', { type: 'string', array: true, describe: 'unix socket path to listen on' })
+    .option('export', {
+      type: 'string',
+      array: true,
+      describe: 'NAME=BASE[,LAYER...] (bottom first); a bare PATH is the default export ""',
+    })
+    .option('read-only', { type: 'boolean', default: false, describe: 'serve every export read-only' })
+    .option('sync-interval', {
+      type: 'number',
+      default: 5,
+      describe: 'seconds between syncs of written data when clients send no FLUSH (0 = only on flush/close)',
+    })
+    .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'log level (logs go to stderr)' })
+    .option('demo', { type: 'boolean', default: false, describe: 'serve the demo image (created if missing)' })
+    .option('demo-dir', { type: 'string', default: '.demo', describe: 'where the demo image lives' }) as unknown as Argv<ServeArgs>;
+}
+
+async function handler(args: ServeArgs): Promise<void> {
+  const log = createLogger(args['log-level']);
+  const tcp: TcpAddress[] = (args.listen ?? []).map(parseListenAddress);
+  const sockets = args.socket ?? [];
+  if (tcp.length === 0 && sockets.length === 0) tcp.push(parseListenAddress('127.0.0.1:10809'));
+  if (!(args['sync-interval'] >= 0)) throw new UsageError('--sync-interval must be 0 or more seconds');
+
+  let specs: ExportSpec[] = (args.export ?? []).map(parseExportSpec);
+  if (specs.length === 0 || args.demo) {
+    const demo = await prepareDemo(args['demo-dir']);
+    specs = [...specs, demo];
+    log.info({ paths: demo.paths }, 'serving the demo stack');
+  }
+  const names = new Set<string>();
+  for (const spec of specs) {
+    if (names.has(spec.name)) throw new UsageError(`export "${spec.name}" is given twice`);
+    names.add(spec.name);
+  }
+
+  const exports: Export[] = [];
+  try {
+    for (const spec of specs) {
+      const layers = [await openRaw(spec.paths[0], { readOnly: args['read-only'] })];
+      const stack = new Stack(layers, {
+        readOnly: args['read-only'],
+        onCacheFillError: (err) => log.warn({ export: spec.name, err }, 'cache fill failed'),
+      });
+      exports.push(
+        new Export(stack, { name: spec.name, description: spec.paths.join(' <- '), syncIntervalMs: args['sync-interval'] * 1000, logger: log }),
+      );
+    }
+  } catch (err) {
+    await Promise.allSettled(exports.map((e) => e.close()));
+    throw err;
+  }
+
+  const server = new NbdServer(exports, { logger: log });
+  const uris: string[] = [];
+  try {
+    for (const address of tcp) {
+      const bound = await server.listenTcp(address.host, address.port);
+      const hostPort = formatHostPort(bound.address, bound.port);
+      log.info({ address: hostPort, tcp: { host: bound.address, port: bound.port } }, 'listening');
+      for (const spec of specs) uris.push(`nbd://${hostPort}/${encodeURIComponent(spec.name)}`);
+    }
+    for (const path of sockets) {
+      await server.listenUnix(path);
+      log.info({ address: path, unix: path }, 'listening');
+      for (const spec of specs) uris.push(`nbd+unix:///${encodeURIComponent(spec.name)}?socket=${path}`);
+    }
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+  if (process.stdout.isTTY) {
+    console.log(`stackbd is serving ${specs.length} export(s). Connect with:`);
+    for (const uri of uris) console.log(`  ${uri}`);
+    console.log('Press Ctrl-C to stop.');
+  }
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting without waiting');
+        process.exit(1);
+      }
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      void server.close().then(resolve, (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exitCode = 1;
+        resolve();
+      });
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+export const serveCommand: CommandModule<object, ServeArgs> = {
+  command: 'serve',
+  describe: 'serve disk images and stacks over NBD',
+  builder,
+  handler,
+};

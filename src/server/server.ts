@@ -1,0 +1,135 @@
+/**
+ * The NBD server: listeners (TCP and unix sockets, any number at once), the exports, and the
+ * sessions. Shutdown stops accepting, lets every session finish what is in flight, then syncs
+ * and closes every export.
+ */
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Export } from './export.js';
+import { DEFAULT_BLOCK_SIZE, type ExportDirectory, type NegotiationPolicy } from './negotiation.js';
+import { DEFAULT_SESSION_OPTIONS, Session, type SessionOptions } from './session.js';
+
+export interface ServerOptions {
+  logger: Logger;
+  session?: Partial<SessionOptions>;
+}
+
+export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export class NbdServer implements ExportDirectory {
+  private readonly exportsByName = new Map<string, Export>();
+  private readonly listeners: net.Server[] = [];
+  private readonly sessions = new Set<Session>();
+  private readonly unixPaths: string[] = [];
+  private nextConnectionId = 1;
+  private closing: Promise<void> | null = null;
+  private readonly policy: NegotiationPolicy;
+  private readonly sessionOptions: SessionOptions;
+
+  constructor(
+    exports: Iterable<Export>,
+    private readonly options: ServerOptions,
+  ) {
+    for (const exp of exports) this.addExport(exp);
+    this.policy = { shuttingDown: () => this.closing !== null, blockSize: DEFAULT_BLOCK_SIZE };
+    this.sessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...options.session };
+  }
+
+  get(name: string): Export | undefined {
+    return this.exportsByName.get(name);
+  }
+
+  list(): Export[] {
+    return [...this.exportsByName.values()];
+  }
+
+  addExport(exp: Export): void {
+    if (this.exportsByName.has(exp.name)) throw new Error(`export "${exp.name}" is defined twice`);
+    this.exportsByName.set(exp.name, exp);
+  }
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Listens on TCP; port 0 picks a free port. Resolves with the bound address. */
+  listenTcp(host: string, port: number): Promise<AddressInfo> {
+    return this.listen((server) => server.listen({ host, port })).then((server) => server.address() as AddressInfo);
+  }
+
+  /** Listens on a unix socket, replacing a stale socket file left by an earlier run. */
+  async listenUnix(path: string): Promise<void> {
+    await removeStaleSocket(path);
+    await this.listen((server) => server.listen(path));
+    this.unixPaths.push(path);
+  }
+
+  private listen(start: (server: net.Server) => void): Promise<net.Server> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer((socket) => this.accept(socket));
+      server.once('error', reject);
+      server.once('listening', () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.options.logger.error({ err }, 'listener error'));
+        this.listeners.push(server);
+        resolve(server);
+      });
+      start(server);
+    });
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const id = this.nextConnectionId++;
+    const log = this.options.logger.child({ conn: id, peer: socket.remoteAddress ?? 'unix' });
+    log.debug('connection');
+    const session = new Session(socket, this, this.policy, log, this.sessionOptions);
+    this.sessions.add(session);
+    void session.done.then(() => this.sessions.delete(session));
+    session.start();
+  }
+
+  /** Stops accepting, drains every session, syncs and closes every export. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    const log = this.options.logger;
+    await Promise.all(this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+    for (const session of this.sessions) session.shutdown();
+    await Promise.all([...this.sessions].map((s) => s.done));
+    for (const exp of this.exportsByName.values()) {
+      try {
+        await exp.close();
+      } catch (err) {
+        log.error({ export: exp.name, err }, 'closing export failed');
+      }
+    }
+    await Promise.all(this.unixPaths.map((p) => fs.rm(p, { force: true })));
+    log.info('server stopped');
+  }
+}
+
+/** A socket file with nobody listening is left over from a crash: remove it. A live one is an error. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = await fs.lstat(path).catch(() => null);
+  if (!st) return;
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw new Error(`${path}: another server is listening on this socket`);
+  await fs.rm(path, { force: true });
+}

@@ -1,0 +1,262 @@
+/**
+ * One client connection: negotiation, then a pipeline of requests in flight.
+ *
+ * - Requests are parsed as bytes arrive and started at once; replies leave as each request
+ *   finishes, in any order, each written whole (all buffers of one reply in one synchronous
+ *   burst of socket writes, so nothing can come between them).
+ * - Replies are corked and flushed once per event-loop turn (setImmediate): many small replies
+ *   leave in one writev instead of one syscall each.
+ * - Back-pressure: above `maxBytesInFlight` (payloads and read lengths of unfinished requests,
+ *   plus replies the socket has not sent yet) the socket is paused; it resumes below half.
+ * - A protocol violation (bad magic, absurd payload) closes this connection only. A client
+ *   that vanishes mid-reply is harmless: its requests finish, their replies are dropped.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { ByteQueue } from '../nbd/byte-queue.js';
+import { Command, CommandFlag, Limits } from '../nbd/constants.js';
+import { decodeRequestHeader, requestHeaderSize, type RequestHeader } from '../nbd/codec.js';
+import { dispatch, type Connection, type ReplySink } from './dispatch.js';
+import {
+  NegotiationAborted,
+  ProtocolError,
+  negotiate,
+  type ExportDirectory,
+  type NegotiationPolicy,
+} from './negotiation.js';
+
+export interface SessionOptions {
+  maxBytesInFlight: number;
+  negotiationTimeoutMs: number;
+}
+
+export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
+  maxBytesInFlight: 64 * 1024 * 1024,
+  negotiationTimeoutMs: 30_000,
+};
+
+type Phase = 'negotiating' | 'transmitting' | 'draining' | 'closed';
+
+const EMPTY = Buffer.alloc(0);
+
+export class Session implements ReplySink {
+  private phase: Phase = 'negotiating';
+  private readonly queue = new ByteQueue();
+  private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
+  private conn: Connection | null = null;
+  private header: RequestHeader | null = null;
+  private inFlight = 0;
+  private bytesInFlight = 0;
+  private paused = false;
+  private corked = false;
+  private idleWaiters: Array<() => void> = [];
+  private finished!: () => void;
+  /** Resolves when the socket is closed and every request it started has finished. */
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly exports: ExportDirectory,
+    private readonly policy: NegotiationPolicy,
+    private readonly log: Logger,
+    private readonly options: SessionOptions = DEFAULT_SESSION_OPTIONS,
+  ) {
+    this.done = new Promise((resolve) => {
+      this.finished = resolve;
+    });
+  }
+
+  start(): void {
+    const socket = this.socket;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.maybeResume());
+    void this.runNegotiation();
+  }
+
+  private async runNegotiation(): Promise<void> {
+    const timer = setTimeout(() => {
+      this.log.info('negotiation timed out');
+      this.socket.destroy();
+    }, this.options.negotiationTimeoutMs);
+    try {
+      const io = { read: (n: number) => this.read(n), write: (b: Buffer) => this.writeRaw(b) };
+      const negotiated = await negotiate(io, this.exports, this.policy, this.log);
+      clearTimeout(timer);
+      if (this.phase !== 'negotiating') return;
+      this.conn = { export: negotiated.export, mode: negotiated.mode, contexts: negotiated.contexts };
+      negotiated.export.attach();
+      this.phase = 'transmitting';
+      this.log.debug(
+        { export: negotiated.export.name, mode: negotiated.mode, contexts: [...negotiated.contexts.values()].map((c) => c.name) },
+        'transmission',
+      );
+      this.pump();
+    } catch (err) {
+      clearTimeout(timer);
+      if (err instanceof NegotiationAborted) this.log.debug('client aborted negotiation');
+      else if (err instanceof ProtocolError) this.log.info({ reason: err.message }, 'closing: protocol error in negotiation');
+      else if (this.phase !== 'closed') this.log.warn({ err }, 'negotiation failed');
+      this.socket.end();
+      this.socket.destroySoon();
+    }
+  }
+
+  /** Negotiation reads: resolves with exactly `n` bytes. */
+  private read(n: number): Promise<Buffer> {
+    if (this.phase === 'closed') return Promise.reject(new Error('connection closed'));
+    if (this.queue.length >= n) return Promise.resolve(this.queue.take(n));
+    return new Promise((resolve, reject) => {
+      this.waiter = { n, resolve, reject };
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.queue.push(chunk);
+    if (this.phase === 'negotiating') {
+      const w = this.waiter;
+      if (w && this.queue.length >= w.n) {
+        this.waiter = null;
+        w.resolve(this.queue.take(w.n));
+      }
+    } else if (this.phase === 'transmitting') {
+      this.pump();
+    }
+  }
+
+  /** Parses and starts every complete request in the queue. */
+  private pump(): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const extended = conn.mode === 'extended';
+    const headerSize = requestHeaderSize(extended);
+    while (this.phase === 'transmitting' && !this.paused) {
+      if (!this.header) {
+        if (this.queue.length < headerSize) return;
+        const header = decodeRequestHeader(this.queue.take(headerSize), 0, extended);
+        if (!header) return this.protocolError('bad request magic');
+        this.header = header;
+      }
+      const header = this.header;
+      const payloadLength = hasPayload(header, extended) ? header.length : 0;
+      if (payloadLength > Limits.MAX_PAYLOAD_HARD) {
+        return this.protocolError(`request payload of ${payloadLength} bytes`);
+      }
+      if (this.queue.length < payloadLength) return;
+      const payload = payloadLength > 0 ? this.queue.take(payloadLength) : EMPTY;
+      this.header = null;
+      if (header.type === Command.DISC) {
+        this.log.debug('client sent DISC');
+        this.phase = 'draining';
+        this.queue.clear();
+        this.maybeFinishDraining();
+        return;
+      }
+      this.startRequest(header, payload, conn);
+      if (this.bytesInFlight + this.socket.writableLength > this.options.maxBytesInFlight) {
+        this.paused = true;
+        this.socket.pause();
+      }
+    }
+  }
+
+  private startRequest(header: RequestHeader, payload: Buffer, conn: Connection): void {
+    const weight = payload.length + (header.type === Command.READ ? Math.min(header.length, Limits.MAX_PAYLOAD) : 0);
+    this.inFlight++;
+    this.bytesInFlight += weight;
+    this.log.trace({ type: header.type, offset: header.offset, length: header.length, flags: header.flags }, 'request');
+    dispatch({ ...header, payload }, conn, this)
+      .catch((err: unknown) => {
+        // dispatch answers every failure itself; reaching here is a bug, not a client error.
+        this.log.error({ err }, 'request handler failed');
+        this.socket.destroy();
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.bytesInFlight -= weight;
+        if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+        this.maybeResume();
+        this.maybeFinishDraining();
+      });
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.phase !== 'transmitting') return;
+    if (this.bytesInFlight + this.socket.writableLength > this.options.maxBytesInFlight / 2) return;
+    this.paused = false;
+    this.socket.resume();
+    this.pump();
+  }
+
+  private maybeFinishDraining(): void {
+    if (this.inFlight > 0) return;
+    if (this.phase === 'draining') {
+      this.flushCork();
+      this.socket.end();
+    }
+  }
+
+  private protocolError(reason: string): void {
+    this.log.info({ reason }, 'closing: protocol error');
+    this.phase = 'draining';
+    this.queue.clear();
+    this.socket.destroy();
+  }
+
+  /** ReplySink: the buffers of one reply, written back to back. */
+  send(...buffers: Buffer[]): void {
+    if (this.socket.destroyed || !this.socket.writable) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(() => this.flushCork());
+    }
+    for (const b of buffers) this.socket.write(b);
+  }
+
+  private flushCork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  private writeRaw(buf: Buffer): void {
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(buf);
+  }
+
+  private onClose(): void {
+    const wasTransmitting = this.conn !== null;
+    this.phase = 'closed';
+    this.queue.clear();
+    this.waiter?.reject(new Error('connection closed'));
+    this.waiter = null;
+    this.log.debug('connection closed');
+    const finish = async (): Promise<void> => {
+      // Requests still running finish first, so the export's last-connection sync covers them.
+      if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      if (wasTransmitting && this.conn) await this.conn.export.detach();
+      this.finished();
+    };
+    void finish();
+  }
+
+  /** Server shutdown: stop taking requests, finish those in flight, then close. */
+  shutdown(): void {
+    if (this.phase === 'negotiating') {
+      this.socket.destroy();
+      return;
+    }
+    if (this.phase === 'transmitting') {
+      this.phase = 'draining';
+      this.queue.clear();
+      this.maybeFinishDraining();
+    }
+  }
+}
+
+function hasPayload(header: RequestHeader, extended: boolean): boolean {
+  if (extended) return (header.flags & CommandFlag.PAYLOAD_LEN) !== 0;
+  return header.type === Command.WRITE;
+}

@@ -1,0 +1,281 @@
+/**
+ * The one device the server sees: an ordered list of layers, bottom (base) first, composed
+ * here and nowhere else.
+ *
+ * Rules:
+ * - Reads: the topmost layer whose map says `data` or `zero` answers; `absent` asks the layer
+ *   below; absent everywhere, or past a lower layer's end, reads as zeros.
+ * - A read that falls through the cache layer also writes what it got from below into the
+ *   cache, in the background (the reply does not wait for it). Only layers below the cache are
+ *   read for a fill, and those never change, so a fill can never store data that a newer
+ *   write above has replaced.
+ * - Writes, zeroes and trims go to the top layer only. When layers lie below, the top is given
+ *   whole sectors: a write that does not cover whole sectors reads the rest of its first and
+ *   last sector through the stack first; whole-sector writes never read below.
+ * - The top layer sets the size. A cache layer is never the top of a writable stack.
+ */
+import { RequestError } from '../block/errors.js';
+import { pushRun, type Run } from '../block/runs.js';
+import type { Layer, WriteOptions, ZeroOptions } from '../formats/layer.js';
+
+/** A run of the merged map, with the depth of the layer that supplies it (1 = top, 0 = none). */
+export interface DepthRun extends Run {
+  depth: number;
+}
+
+export interface StackOptions {
+  /** Serve read-only even if the top layer was opened read-write. */
+  readOnly?: boolean;
+  /** Called when a background cache fill fails; the read that triggered it already succeeded. */
+  onCacheFillError?: (err: unknown) => void;
+}
+
+/** Reads and fills at most this many bytes at once when prefetching a range (NBD_CMD_CACHE). */
+const PREFETCH_PIECE = 4 * 1024 * 1024;
+
+export class Stack {
+  readonly readOnly: boolean;
+  private readonly cacheIndex: number;
+  private readonly pendingFills = new Set<Promise<void>>();
+
+  constructor(
+    readonly layers: readonly Layer[],
+    private readonly options: StackOptions = {},
+  ) {
+    if (layers.length === 0) throw new RangeError('a stack needs at least one layer');
+    this.cacheIndex = layers.findIndex((l) => l.layerType === 'cache');
+    const top = layers[layers.length - 1];
+    this.readOnly = (options.readOnly ?? false) || top.readOnly || top.layerType === 'cache';
+  }
+
+  get top(): Layer {
+    return this.layers[this.layers.length - 1];
+  }
+
+  get size(): number {
+    return this.top.size;
+  }
+
+  get blockSize(): number {
+    return this.top.blockSize;
+  }
+
+  get hasCache(): boolean {
+    return this.cacheIndex >= 0;
+  }
+
+  /**
+   * Fills `buf` with the stack's bytes at `offset` and returns which parts were data and which
+   * were zeros (for replies that can send holes), in order and merged.
+   */
+  async read(buf: Buffer, offset: number): Promise<Run[]> {
+    const found: Run[] = [];
+    await this.readLevel(this.layers.length - 1, buf, offset, found);
+    if (found.length <= 1) return found;
+    found.sort((a, b) => a.offset - b.offset);
+    const merged: Run[] = [];
+    for (const r of found) pushRun(merged, r.offset, r.length, r.state);
+    return merged;
+  }
+
+  private async readLevel(level: number, buf: Buffer, offset: number, found: Run[]): Promise<void> {
+    const layer = this.layers[level];
+    const inside = Math.max(0, Math.min(buf.length, layer.size - offset));
+    if (inside < buf.length) {
+      // Past this layer's end: zeros, whatever lies below.
+      buf.fill(0, inside);
+      found.push({ offset: offset + inside, length: buf.length - inside, state: 'zero' });
+    }
+    if (inside === 0) return;
+    const runs = await layer.map(offset, inside);
+    if (runs.length === 1 && runs[0].state === 'data') {
+      await layer.read(inside === buf.length ? buf : buf.subarray(0, inside), offset);
+      found.push({ offset, length: inside, state: 'data' });
+      return;
+    }
+    const work: Promise<void>[] = [];
+    for (const run of runs) {
+      const part = buf.subarray(run.offset - offset, run.offset - offset + run.length);
+      if (run.state === 'data') {
+        work.push(layer.read(part, run.offset));
+        found.push({ offset: run.offset, length: run.length, state: 'data' });
+      } else if (run.state === 'zero' || level === 0) {
+        part.fill(0);
+        found.push({ offset: run.offset, length: run.length, state: 'zero' });
+      } else if (level === this.cacheIndex) {
+        work.push(this.readBelowCache(level, part, run.offset, found));
+      } else {
+        work.push(this.readLevel(level - 1, part, run.offset, found));
+      }
+    }
+    await Promise.all(work);
+  }
+
+  /** Reads from below the cache layer, then stores what was read in the cache. */
+  private async readBelowCache(level: number, part: Buffer, offset: number, found: Run[]): Promise<void> {
+    await this.readLevel(level - 1, part, offset, found);
+    const cache = this.layers[level];
+    const bs = cache.blockSize;
+    const start = Math.ceil(offset / bs) * bs;
+    const end = Math.floor((offset + part.length) / bs) * bs;
+    if (end <= start) return;
+    // The fill gets its own copy: the caller's buffer goes out on the socket and may be reused.
+    const copy = Buffer.from(part.subarray(start - offset, end - offset));
+    const fill = cache.write(copy, start).catch((err: unknown) => this.options.onCacheFillError?.(err));
+    this.pendingFills.add(fill);
+    void fill.finally(() => this.pendingFills.delete(fill));
+  }
+
+  /** Prefetch: reads the range so that it lands in the cache layer. Without a cache, nothing. */
+  async cache(offset: number, length: number): Promise<void> {
+    if (!this.hasCache) return;
+    const piece = Buffer.allocUnsafe(Math.min(length, PREFETCH_PIECE));
+    for (let done = 0; done < length; done += piece.length) {
+      const n = Math.min(piece.length, length - done);
+      await this.read(piece.subarray(0, n), offset + done);
+    }
+    await this.settleFills();
+  }
+
+  private assertWritable(): void {
+    if (this.readOnly) throw new RequestError('EPERM', 'the export is read-only');
+  }
+
+  /** True when the top layer must be handed whole sectors (something lies below it). */
+  private needsWholeSectors(): boolean {
+    return this.layers.length > 1;
+  }
+
+  async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
+    this.assertWritable();
+    const bs = this.top.blockSize;
+    if (!this.needsWholeSectors() || (offset % bs === 0 && buf.length % bs === 0)) {
+      return this.top.write(buf, offset, options);
+    }
+    const wide = await this.widenToSectors(offset, buf.length);
+    buf.copy(wide.buf, offset - wide.start);
+    return this.top.write(wide.buf, wide.start, options);
+  }
+
+  /**
+   * A buffer covering the whole sectors around [offset, offset + length), with the first and
+   * last sector already read through the stack (the middle is left for the caller to fill).
+   */
+  private async widenToSectors(offset: number, length: number): Promise<{ start: number; buf: Buffer }> {
+    const bs = this.top.blockSize;
+    const start = Math.floor(offset / bs) * bs;
+    const end = Math.ceil((offset + length) / bs) * bs;
+    const buf = Buffer.allocUnsafe(end - start);
+    const headPartial = start < offset;
+    const tailPartial = end > offset + length;
+    const reads: Promise<Run[]>[] = [];
+    if (headPartial) reads.push(this.read(buf.subarray(0, bs), start));
+    // The last sector, unless it is the first one and was just read.
+    if (tailPartial && !(headPartial && end - bs === start)) {
+      reads.push(this.read(buf.subarray(buf.length - bs), end - bs));
+    }
+    await Promise.all(reads);
+    return { start, buf };
+  }
+
+  async writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
+    this.assertWritable();
+    if (length === 0) return;
+    if (!this.needsWholeSectors()) return this.top.zero(offset, length, options);
+    const bs = this.top.blockSize;
+    const innerStart = Math.ceil(offset / bs) * bs;
+    const innerEnd = Math.floor((offset + length) / bs) * bs;
+    const aligned = innerStart === offset && innerEnd === offset + length;
+    if (options.fast && !aligned) {
+      throw new RequestError('ENOTSUP', 'zeroing part of a sector needs a read-modify-write');
+    }
+    if (innerEnd > innerStart) await this.top.zero(innerStart, innerEnd - innerStart, options);
+    const fua = options.fua ? { fua: true } : undefined;
+    if (innerEnd <= innerStart) {
+      // Entirely inside one sector (or two partial ones): one read-modify-write.
+      await this.write(Buffer.alloc(length), offset, fua);
+      return;
+    }
+    if (offset < innerStart) await this.write(Buffer.alloc(innerStart - offset), offset, fua);
+    if (offset + length > innerEnd) await this.write(Buffer.alloc(offset + length - innerEnd), innerEnd, fua);
+  }
+
+  /** A hint: whole sectors inside the range may be released; partial sectors are left alone. */
+  async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    this.assertWritable();
+    if (!this.needsWholeSectors()) return this.top.discard(offset, length, options);
+    const bs = this.top.blockSize;
+    const start = Math.ceil(offset / bs) * bs;
+    const end = Math.floor((offset + length) / bs) * bs;
+    if (end > start) await this.top.discard(start, end - start, options);
+  }
+
+  /** Makes every completed write durable: the top layer, and the cache's fills. */
+  async flush(): Promise<void> {
+    await this.settleFills();
+    const work: Promise<void>[] = [];
+    if (!this.top.readOnly) work.push(this.top.flush());
+    if (this.hasCache && this.cacheIndex !== this.layers.length - 1) work.push(this.layers[this.cacheIndex].flush());
+    await Promise.all(work);
+  }
+
+  private async settleFills(): Promise<void> {
+    while (this.pendingFills.size > 0) await Promise.all([...this.pendingFills]);
+  }
+
+  /**
+   * The merged map of [offset, offset + length): for each run, the state the reader sees and
+   * the depth of the layer that decides it (1 = top; 0 = no layer: absent, reads as zeros).
+   */
+  async extents(offset: number, length: number): Promise<DepthRun[]> {
+    const out: DepthRun[] = [];
+    await this.extentsLevel(this.layers.length - 1, offset, length, out);
+    out.sort((a, b) => a.offset - b.offset);
+    const merged: DepthRun[] = [];
+    for (const r of out) {
+      const last = merged[merged.length - 1];
+      if (last && last.state === r.state && last.depth === r.depth && last.offset + last.length === r.offset) {
+        last.length += r.length;
+      } else {
+        merged.push({ ...r });
+      }
+    }
+    return merged;
+  }
+
+  private async extentsLevel(level: number, offset: number, length: number, out: DepthRun[]): Promise<void> {
+    const layer = this.layers[level];
+    const depth = this.layers.length - level;
+    const inside = Math.max(0, Math.min(length, layer.size - offset));
+    if (inside < length) out.push({ offset: offset + inside, length: length - inside, state: 'absent', depth: 0 });
+    if (inside === 0) return;
+    const runs = await layer.map(offset, inside);
+    const below: Promise<void>[] = [];
+    for (const run of runs) {
+      if (run.state !== 'absent') out.push({ ...run, depth });
+      else if (level === 0) out.push({ ...run, depth: 0 });
+      else below.push(this.extentsLevel(level - 1, run.offset, run.length, out));
+    }
+    await Promise.all(below);
+  }
+
+  /** The top layer's own map: what changed since it was appended (the dirty bitmap). */
+  topMap(offset: number, length: number): Promise<Run[]> {
+    const inside = Math.max(0, Math.min(length, this.top.size - offset));
+    return inside > 0 ? this.top.map(offset, inside) : Promise.resolve([]);
+  }
+
+  async close(): Promise<void> {
+    await this.settleFills();
+    const errors: unknown[] = [];
+    for (const layer of [...this.layers].reverse()) {
+      try {
+        await layer.close();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0) throw errors[0];
+  }
+}
+
