@@ -49,6 +49,24 @@ export class ByteQueue {
     return out;
   }
 
+  /** Returns the next `n` bytes without removing them. The caller checks `length >= n` first. */
+  peek(n: number): Buffer {
+    const first = this.chunks[0];
+    if (n === 0) return Buffer.alloc(0);
+    if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    let pos = this.head;
+    for (const chunk of this.chunks) {
+      const count = Math.min(chunk.length - pos, n - filled);
+      chunk.copy(out, filled, pos, pos + count);
+      filled += count;
+      pos = 0;
+      if (filled === n) break;
+    }
+    return out;
+  }
+
   /** Drops `n` bytes without returning them (the payload of a request being rejected). */
   skip(n: number): void {
     let left = Math.min(n, this.total);

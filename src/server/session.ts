@@ -14,8 +14,8 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ByteQueue } from '../nbd/byte-queue.js';
-import { Command, CommandFlag, Limits } from '../nbd/constants.js';
-import { decodeRequestHeader, requestHeaderSize, type RequestHeader } from '../nbd/codec.js';
+import { Command, Limits } from '../nbd/constants.js';
+import { RequestReader, type ParsedRequest } from '../nbd/request-reader.js';
 import { dispatch, type Connection, type ReplySink } from './dispatch.js';
 import {
   NegotiationAborted,
@@ -37,14 +37,13 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
 
 type Phase = 'negotiating' | 'transmitting' | 'draining' | 'closed';
 
-const EMPTY = Buffer.alloc(0);
-
 export class Session implements ReplySink {
   private phase: Phase = 'negotiating';
   private readonly queue = new ByteQueue();
   private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   private conn: Connection | null = null;
-  private header: RequestHeader | null = null;
+  /** Set when transmission starts; negotiation reads from `queue` instead. */
+  private reader: RequestReader | null = null;
   private inFlight = 0;
   private bytesInFlight = 0;
   private paused = false;
@@ -89,6 +88,9 @@ export class Session implements ReplySink {
       this.conn = { export: negotiated.export, mode: negotiated.mode, contexts: negotiated.contexts };
       negotiated.export.attach();
       this.phase = 'transmitting';
+      this.reader = new RequestReader(negotiated.mode === 'extended');
+      // Whatever the client pipelined behind GO is the start of the request stream.
+      if (this.queue.length > 0) this.reader.push(this.queue.take(this.queue.length));
       this.log.debug(
         { export: negotiated.export.name, mode: negotiated.mode, contexts: [...negotiated.contexts.values()].map((c) => c.name) },
         'transmission',
@@ -114,6 +116,12 @@ export class Session implements ReplySink {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.reader) {
+      if (this.phase !== 'transmitting') return;
+      this.reader.push(chunk);
+      this.pump();
+      return;
+    }
     this.queue.push(chunk);
     if (this.phase === 'negotiating') {
       const w = this.waiter;
@@ -121,40 +129,30 @@ export class Session implements ReplySink {
         this.waiter = null;
         w.resolve(this.queue.take(w.n));
       }
-    } else if (this.phase === 'transmitting') {
-      this.pump();
     }
   }
 
-  /** Parses and starts every complete request in the queue. */
+  /** Parses and starts every complete request received so far. */
   private pump(): void {
     const conn = this.conn;
-    if (!conn) return;
-    const extended = conn.mode === 'extended';
-    const headerSize = requestHeaderSize(extended);
+    const reader = this.reader;
+    if (!conn || !reader) return;
     while (this.phase === 'transmitting' && !this.paused) {
-      if (!this.header) {
-        if (this.queue.length < headerSize) return;
-        const header = decodeRequestHeader(this.queue.take(headerSize), 0, extended);
-        if (!header) return this.protocolError('bad request magic');
-        this.header = header;
+      let request: ParsedRequest | null;
+      try {
+        request = reader.next();
+      } catch (err) {
+        return this.protocolError(err instanceof Error ? err.message : String(err));
       }
-      const header = this.header;
-      const payloadLength = hasPayload(header, extended) ? header.length : 0;
-      if (payloadLength > Limits.MAX_PAYLOAD_HARD) {
-        return this.protocolError(`request payload of ${payloadLength} bytes`);
-      }
-      if (this.queue.length < payloadLength) return;
-      const payload = payloadLength > 0 ? this.queue.take(payloadLength) : EMPTY;
-      this.header = null;
-      if (header.type === Command.DISC) {
+      if (!request) return;
+      if (request.type === Command.DISC) {
         this.log.debug('client sent DISC');
         this.phase = 'draining';
-        this.queue.clear();
+        reader.clear();
         this.maybeFinishDraining();
         return;
       }
-      this.startRequest(header, payload, conn);
+      this.startRequest(request, conn);
       if (this.bytesInFlight + this.socket.writableLength > this.options.maxBytesInFlight) {
         this.paused = true;
         this.socket.pause();
@@ -162,12 +160,12 @@ export class Session implements ReplySink {
     }
   }
 
-  private startRequest(header: RequestHeader, payload: Buffer, conn: Connection): void {
-    const weight = payload.length + (header.type === Command.READ ? Math.min(header.length, Limits.MAX_PAYLOAD) : 0);
+  private startRequest(request: ParsedRequest, conn: Connection): void {
+    const weight = request.payload.length + (request.type === Command.READ ? Math.min(request.length, Limits.MAX_PAYLOAD) : 0);
     this.inFlight++;
     this.bytesInFlight += weight;
-    this.log.trace({ type: header.type, offset: header.offset, length: header.length, flags: header.flags }, 'request');
-    dispatch({ ...header, payload }, conn, this)
+    this.log.trace({ type: request.type, offset: request.offset, length: request.length, flags: request.flags }, 'request');
+    dispatch(request, conn, this)
       .catch((err: unknown) => {
         // dispatch answers every failure itself; reaching here is a bug, not a client error.
         this.log.error({ err }, 'request handler failed');
@@ -201,7 +199,7 @@ export class Session implements ReplySink {
   private protocolError(reason: string): void {
     this.log.info({ reason }, 'closing: protocol error');
     this.phase = 'draining';
-    this.queue.clear();
+    this.reader?.clear();
     this.socket.destroy();
   }
 
@@ -230,6 +228,7 @@ export class Session implements ReplySink {
     const wasTransmitting = this.conn !== null;
     this.phase = 'closed';
     this.queue.clear();
+    this.reader?.clear();
     this.waiter?.reject(new Error('connection closed'));
     this.waiter = null;
     this.log.debug('connection closed');
@@ -250,13 +249,8 @@ export class Session implements ReplySink {
     }
     if (this.phase === 'transmitting') {
       this.phase = 'draining';
-      this.queue.clear();
+      this.reader?.clear();
       this.maybeFinishDraining();
     }
   }
-}
-
-function hasPayload(header: RequestHeader, extended: boolean): boolean {
-  if (extended) return (header.flags & CommandFlag.PAYLOAD_LEN) !== 0;
-  return header.type === Command.WRITE;
 }
