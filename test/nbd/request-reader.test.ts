@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { encodeRequestHeader } from '../../src/nbd/codec.js';
+import { Command, CommandFlag } from '../../src/nbd/constants.js';
+import { RequestReader, RequestStreamError, type ParsedRequest } from '../../src/nbd/request-reader.js';
+
+function stream(extended: boolean): { bytes: Buffer; expected: Array<Omit<ParsedRequest, 'payload'> & { payload: string }> } {
+  const write = Buffer.from('0123456789abcdef0123');
+  const reqs = [
+    { flags: 0, type: Command.READ, cookie: 1n, offset: 0, length: 4096, payload: '' },
+    {
+      flags: CommandFlag.FUA | (extended ? CommandFlag.PAYLOAD_LEN : 0),
+      type: Command.WRITE,
+      cookie: 2n,
+      offset: 512,
+      length: write.length,
+      payload: write.toString(),
+    },
+    { flags: 0, type: Command.FLUSH, cookie: 3n, offset: 0, length: 0, payload: '' },
+    { flags: CommandFlag.NO_HOLE, type: Command.WRITE_ZEROES, cookie: 4n, offset: 2 ** 40, length: extended ? 2 ** 35 : 65536, payload: '' },
+    { flags: 0, type: Command.DISC, cookie: 5n, offset: 0, length: 0, payload: '' },
+  ];
+  const parts: Buffer[] = [];
+  for (const r of reqs) {
+    parts.push(encodeRequestHeader(r, extended));
+    if (r.payload) parts.push(Buffer.from(r.payload));
+  }
+  return { bytes: Buffer.concat(parts), expected: reqs };
+}
+
+function drain(reader: RequestReader): Array<Omit<ParsedRequest, 'payload'> & { payload: string }> {
+  const out = [];
+  for (let r = reader.next(); r; r = reader.next()) out.push({ ...r, payload: r.payload.toString() });
+  return out;
+}
+
+describe('RequestReader', () => {
+  for (const extended of [false, true]) {
+    it(`parses a request stream split at every byte boundary (${extended ? 'extended' : 'compact'})`, () => {
+      const { bytes, expected } = stream(extended);
+      for (let cut = 0; cut <= bytes.length; cut++) {
+        const reader = new RequestReader(extended);
+        reader.push(bytes.subarray(0, cut));
+        const got = drain(reader);
+        reader.push(bytes.subarray(cut));
+        got.push(...drain(reader));
+        expect(got, `cut at ${cut}`).toEqual(expected);
+        expect(reader.buffered).toBe(0);
+      }
+    });
+
+    it(`parses a stream delivered one byte at a time (${extended ? 'extended' : 'compact'})`, () => {
+      const { bytes, expected } = stream(extended);
+      const reader = new RequestReader(extended);
+      const got = [];
+      for (const byte of bytes) {
+        reader.push(Buffer.from([byte]));
+        got.push(...drain(reader));
+      }
+      expect(got).toEqual(expected);
+    });
+  }
+
+  it('rejects a bad magic and an absurd payload length', () => {
+    const bad = new RequestReader(false);
+    bad.push(Buffer.alloc(28));
+    expect(() => bad.next()).toThrow(RequestStreamError);
+    const huge = new RequestReader(false);
+    huge.push(encodeRequestHeader({ flags: 0, type: Command.WRITE, cookie: 1n, offset: 0, length: 0xffffffff }, false));
+    expect(() => huge.next()).toThrow(/payload/);
+  });
+
+  it('returns single-chunk payloads as views of the received buffer', () => {
+    const { bytes } = stream(false);
+    const reader = new RequestReader(false);
+    reader.push(bytes);
+    reader.next();
+    const write = reader.next()!;
+    expect(write.payload.buffer).toBe(bytes.buffer);
+  });
+});
