@@ -102,9 +102,11 @@ export class NbdServer implements ExportDirectory {
 
   private async shutdown(): Promise<void> {
     const log = this.options.logger;
-    await Promise.all(this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+    // A listener's close callback waits for its connections, so drain the sessions meanwhile.
+    const listenersClosed = Promise.all(this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
     for (const session of this.sessions) session.shutdown();
     await Promise.all([...this.sessions].map((s) => s.done));
+    await listenersClosed;
     for (const exp of this.exportsByName.values()) {
       try {
         await exp.close();
