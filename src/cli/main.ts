@@ -6,7 +6,16 @@ import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { StackbdError } from '../block/errors.js';
+import { ConfigError } from '../server/config.js';
+import { appendCommand } from './append.js';
+import { checkCommand } from './check.js';
+import { commitCommand } from './commit.js';
+import { convertCommand } from './convert.js';
+import { createCommand } from './create.js';
+import { infoCommand } from './info.js';
+import { mapCommand } from './map.js';
 import { serveCommand } from './serve.js';
+import { truncateCommand } from './truncate.js';
 import { UsageError } from './usage-error.js';
 
 function packageVersion(): string {
@@ -15,7 +24,7 @@ function packageVersion(): string {
 }
 
 function describeFailure(err: unknown): string {
-  if (err instanceof StackbdError || err instanceof UsageError) return err.message;
+  if (err instanceof StackbdError || err instanceof UsageError || err instanceof ConfigError) return err.message;
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string' && e.message) return e.message;
   return err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -26,6 +35,14 @@ export async function main(argv: string[]): Promise<void> {
     .scriptName('stackbd')
     .usage('$0 <command> [options]\n\nServes stacked disk images (RAW or ASIF base, cache and overlay layers) over NBD.')
     .command(serveCommand)
+    .command(createCommand)
+    .command(infoCommand)
+    .command(mapCommand)
+    .command(checkCommand)
+    .command(appendCommand)
+    .command(truncateCommand)
+    .command(commitCommand)
+    .command(convertCommand)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .version(packageVersion())
@@ -40,7 +57,7 @@ export async function main(argv: string[]): Promise<void> {
     await cli.parseAsync();
   } catch (err) {
     process.stderr.write(`stackbd: ${describeFailure(err)}\n`);
-    process.exitCode = err instanceof UsageError ? 2 : 1;
+    process.exitCode = err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
   }
 }
 

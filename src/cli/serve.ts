@@ -4,13 +4,14 @@ import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
 import { parseExportSpec, type ExportSpec } from './export-spec.js';
 import { prepareDemo } from './demo.js';
-import { openRaw } from '../formats/raw.js';
-import { Stack } from '../stack/stack.js';
+import { DiskImage } from '../stack/disk-image.js';
+import { loadConfig } from '../server/config.js';
 import { Export } from '../server/export.js';
 import { NbdServer } from '../server/server.js';
 import { UsageError } from './usage-error.js';
 
 interface ServeArgs {
+  config?: string;
   listen?: string[];
   socket?: string[];
   export?: string[];
@@ -23,6 +24,7 @@ interface ServeArgs {
 
 function builder(y: Argv): Argv<ServeArgs> {
   return y
+    .option('config', { type: 'string', describe: 'JSON file of exports (and listeners); see the README' })
     .option('listen', { type: 'string', array: true, describe: 'TCP address HOST:PORT to listen on (default 127.0.0.1:10809)' })
     .option('socket', { type: 'string', array: true, describe: 'unix socket path to listen on' })
     .option('export', {
@@ -33,7 +35,6 @@ function builder(y: Argv): Argv<ServeArgs> {
     .option('read-only', { type: 'boolean', default: false, describe: 'serve every export read-only' })
     .option('sync-interval', {
       type: 'number',
-      default: 5,
       describe: 'seconds between syncs of written data when clients send no FLUSH (0 = only on flush/close)',
     })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'log level (logs go to stderr)' })
@@ -41,17 +42,27 @@ function builder(y: Argv): Argv<ServeArgs> {
     .option('demo-dir', { type: 'string', default: '.demo', describe: 'where the demo image lives' }) as unknown as Argv<ServeArgs>;
 }
 
+interface PlannedExport extends ExportSpec {
+  readOnly: boolean;
+  description?: string;
+}
+
 async function handler(args: ServeArgs): Promise<void> {
   const log = createLogger(args['log-level']);
-  const tcp: TcpAddress[] = (args.listen ?? []).map(parseListenAddress);
-  const sockets = args.socket ?? [];
+  const config = args.config ? await loadConfig(args.config) : null;
+  const tcp: TcpAddress[] = [...(config?.listen ?? []), ...(args.listen ?? [])].map(parseListenAddress);
+  const sockets = [...(config?.socket ?? []), ...(args.socket ?? [])];
   if (tcp.length === 0 && sockets.length === 0) tcp.push(parseListenAddress('127.0.0.1:10809'));
-  if (!(args['sync-interval'] >= 0)) throw new UsageError('--sync-interval must be 0 or more seconds');
+  const syncInterval = args['sync-interval'] ?? config?.syncInterval ?? 5;
+  if (!(syncInterval >= 0)) throw new UsageError('--sync-interval must be 0 or more seconds');
 
-  let specs: ExportSpec[] = (args.export ?? []).map(parseExportSpec);
+  let specs: PlannedExport[] = [
+    ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description })),
+    ...(args.export ?? []).map(parseExportSpec).map((e) => ({ ...e, readOnly: args['read-only'] })),
+  ];
   if (specs.length === 0 || args.demo) {
     const demo = await prepareDemo(args['demo-dir']);
-    specs = [...specs, demo];
+    specs = [...specs, { ...demo, readOnly: args['read-only'] }];
     log.info({ paths: demo.paths }, 'serving the demo stack');
   }
   const names = new Set<string>();
@@ -63,14 +74,20 @@ async function handler(args: ServeArgs): Promise<void> {
   const exports: Export[] = [];
   try {
     for (const spec of specs) {
-      const layers = [await openRaw(spec.paths[0], { readOnly: args['read-only'] })];
-      const stack = new Stack(layers, {
-        readOnly: args['read-only'],
-        onCacheFillError: (err) => log.warn({ export: spec.name, err }, 'cache fill failed'),
+      const image = await DiskImage.open(spec.paths, {
+        mode: spec.readOnly ? 'readOnly' : 'readWrite',
+        readOnlyWhenCacheTop: true,
+        stack: { onCacheFillError: (err) => log.warn({ export: spec.name, err }, 'cache fill failed') },
       });
       exports.push(
-        new Export(stack, { name: spec.name, description: spec.paths.join(' <- '), syncIntervalMs: args['sync-interval'] * 1000, logger: log }),
+        new Export(image.stack, {
+          name: spec.name,
+          description: spec.description ?? spec.paths.join(' <- '),
+          syncIntervalMs: syncInterval * 1000,
+          logger: log,
+        }),
       );
+      log.info({ export: spec.name, layers: spec.paths, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');
     }
   } catch (err) {
     await Promise.allSettled(exports.map((e) => e.close()));

@@ -102,7 +102,7 @@ export class Stack {
       } else if (run.state === 'zero' || level === 0) {
         part.fill(0);
         found.push({ offset: run.offset, length: run.length, state: 'zero' });
-      } else if (level === this.cacheIndex) {
+      } else if (level === this.cacheIndex && !layer.readOnly) {
         work.push(this.readBelowCache(level, part, run.offset, found));
       } else {
         work.push(this.readLevel(level - 1, part, run.offset, found));
@@ -128,7 +128,7 @@ export class Stack {
 
   /** Prefetch: reads the range so that it lands in the cache layer. Without a cache, nothing. */
   async cache(offset: number, length: number): Promise<void> {
-    if (!this.hasCache) return;
+    if (!this.hasCache || this.layers[this.cacheIndex].readOnly) return;
     const piece = Buffer.allocUnsafe(Math.min(length, PREFETCH_PIECE));
     for (let done = 0; done < length; done += piece.length) {
       const n = Math.min(piece.length, length - done);
@@ -214,8 +214,10 @@ export class Stack {
   async flush(): Promise<void> {
     await this.settleFills();
     const work: Promise<void>[] = [];
+    // A read-only stack can still have a writable cache on top (its fills).
     if (!this.top.readOnly) work.push(this.top.flush());
-    if (this.hasCache && this.cacheIndex !== this.layers.length - 1) work.push(this.layers[this.cacheIndex].flush());
+    const cache = this.hasCache ? this.layers[this.cacheIndex] : null;
+    if (cache && cache !== this.top && !cache.readOnly) work.push(cache.flush());
     await Promise.all(work);
   }
 

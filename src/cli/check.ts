@@ -1,0 +1,39 @@
+/** `stackbd check IMAGE`: every rule of the format; exit 0 clean, 1 leaked chunks only, 2 corrupt. */
+import type { Argv, CommandModule } from 'yargs';
+import { checkAsif } from '../formats/asif/index.js';
+import { probeFormat } from '../formats/probe.js';
+import { printJson } from './print.js';
+
+interface CheckArgs {
+  image: string;
+  json: boolean;
+}
+
+export const checkCommand: CommandModule<object, CheckArgs> = {
+  command: 'check <image>',
+  describe: 'check an ASIF image for corruption and leaked chunks (exit 0 clean, 1 leaks only, 2 corrupt)',
+  builder: (y: Argv) =>
+    y
+      .positional('image', { type: 'string', demandOption: true })
+      .option('json', { type: 'boolean', default: false }) as unknown as Argv<CheckArgs>,
+  handler: async (args) => {
+    if ((await probeFormat(args.image)) === 'raw') {
+      if (args.json) printJson({ file: args.image, format: 'raw', clean: true, errors: [], leakedChunks: [] });
+      else console.log(`${args.image}: RAW image, nothing to check`);
+      return;
+    }
+    const report = await checkAsif(args.image);
+    const corrupt = report.errors.length > 0 || report.doubleReferenced.length > 0;
+    process.exitCode = corrupt ? 2 : report.leakedChunks.length > 0 ? 1 : 0;
+    if (args.json) {
+      printJson(report);
+      return;
+    }
+    for (const error of report.errors) console.log(`error: ${error}`);
+    if (report.doubleReferenced.length > 0) console.log(`error: chunks referenced twice: ${report.doubleReferenced.join(', ')}`);
+    if (report.leakedChunks.length > 0) console.log(`leaked chunks (harmless, reclaimable): ${report.leakedChunks.length}`);
+    const s = report.chunkStates;
+    console.log(`chunks: ${s.full} full, ${s.partial} partly written, ${s.discarded} discarded, ${s.neverWritten} never written`);
+    console.log(corrupt ? `${args.image}: CORRUPT` : report.leakedChunks.length > 0 ? `${args.image}: clean but for leaked chunks` : `${args.image}: clean`);
+  },
+};

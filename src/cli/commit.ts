@@ -1,0 +1,29 @@
+/** `stackbd commit STACK...`: merges the top layer into the layer below it. */
+import type { Argv, CommandModule } from 'yargs';
+import { commitTop } from '../stack/commit.js';
+import { createProgress } from './progress.js';
+import { formatSize } from './size.js';
+import { UsageError } from './usage-error.js';
+
+interface CommitArgs {
+  images: string[];
+}
+
+export const commitCommand: CommandModule<object, CommitArgs> = {
+  command: 'commit <images..>',
+  describe: 'merge the top layer of a stack into the layer below it',
+  builder: (y: Argv) =>
+    y.positional('images', { type: 'string', array: true, demandOption: true, describe: 'stack, bottom first (at least two images)' }) as unknown as Argv<CommitArgs>,
+  handler: async (args) => {
+    if (args.images.length < 2) throw new UsageError('commit needs a stack: the layers bottom first, at least two');
+    const progress = createProgress('commit');
+    try {
+      const result = await commitTop(args.images, { onProgress: (d, t) => progress.update(d, t) });
+      progress.stop();
+      console.log(`committed ${result.top} into ${result.target}: ${formatSize(result.bytesWritten)} written, ${formatSize(result.bytesZeroed)} zeroed`);
+      console.log(`${result.top} no longer stacks on ${result.target} (its parent changed); append a new layer to continue`);
+    } finally {
+      progress.stop();
+    }
+  },
+};

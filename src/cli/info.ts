@@ -1,0 +1,62 @@
+/** `stackbd info STACK...`: every layer's properties and whether the chain is valid. */
+import type { Argv, CommandModule } from 'yargs';
+import { printFields, printJson } from './print.js';
+import { formatSize } from './size.js';
+import { chainProblem, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
+
+interface InfoArgs {
+  images: string[];
+  json: boolean;
+}
+
+function fieldsOf(r: LayerReport): Array<[string, string]> {
+  const fields: Array<[string, string]> = [
+    ['file', r.path],
+    ['format', r.format.toUpperCase()],
+    ['virtual size', `${formatSize(r.virtualSize)} (${r.virtualSize} bytes)`],
+    ['block size', String(r.blockSize)],
+    ['sector count', String(r.blockCount)],
+  ];
+  if (r.chunkSize !== undefined) fields.push(['chunk size', String(r.chunkSize)]);
+  if (r.allocatedBytes !== undefined) fields.push(['allocated', `${formatSize(r.allocatedBytes)} (${r.allocatedBytes} bytes)`]);
+  fields.push(['file size', `${formatSize(r.fileSize)} (${r.fileSize} bytes)`]);
+  fields.push(['layer type', r.layerType ?? 'none (standalone or base)']);
+  fields.push(['layer UUID', r.layerUUID ?? '-']);
+  fields.push(['parent UUID', r.parentUUID ?? '-']);
+  if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
+  return fields;
+}
+
+export const infoCommand: CommandModule<object, InfoArgs> = {
+  command: 'info <images..>',
+  describe: 'show an image, or every layer of a stack (bottom first) and whether they stack',
+  builder: (y: Argv) =>
+    y
+      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+      .option('json', { type: 'boolean', default: false }) as unknown as Argv<InfoArgs>,
+  handler: async (args) => {
+    await withLayers(args.images, async (layers) => {
+      const reports = await Promise.all(layers.map(describeOpenLayer));
+      const problem = layers.length > 1 ? chainProblem(layers) : null;
+      const top = layers[layers.length - 1];
+      if (args.json) {
+        printJson({
+          virtualSize: top.size,
+          layers: reports,
+          chain: layers.length > 1 ? { valid: problem === null, ...(problem ? { error: problem } : {}) } : undefined,
+        });
+        return;
+      }
+      reports.forEach((r, i) => {
+        if (layers.length > 1) console.log(`${i === 0 ? 'base' : i === layers.length - 1 ? 'top' : 'layer'} ${i + 1} of ${layers.length}:`);
+        printFields(fieldsOf(r));
+        if (i < reports.length - 1) console.log('');
+      });
+      if (layers.length > 1) {
+        console.log('');
+        console.log(problem ? `chain: INVALID: ${problem}` : `chain: valid (${formatSize(top.size)} seen by clients)`);
+      }
+      if (problem) process.exitCode = 1;
+    });
+  },
+};

@@ -1,0 +1,72 @@
+/**
+ * Flattens a stack into one new standalone image (RAW or ASIF), keeping holes: ranges the stack
+ * reports as zero or absent are not written, and neither are data blocks that hold only zeros
+ * (a RAW base reports everything as data). The output reads exactly like the stack.
+ */
+import { createImage, openImage } from '../formats/open-image.js';
+import type { ImageFormat } from '../formats/layer.js';
+import { InvalidBlockCountError } from '../block/errors.js';
+import type { Stack } from './stack.js';
+
+export interface ConvertOptions {
+  format: ImageFormat;
+  blockSize?: 512 | 4096;
+  overwrite?: boolean;
+  /** Called with bytes done and the total, after each piece. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Bytes examined per step; data is read and written in pieces of at most this size. */
+const PIECE = 4 * 1024 * 1024;
+/** Granularity at which all-zero data is recognised and skipped. */
+const ZERO_SCAN = 64 * 1024;
+
+export function isAllZero(buf: Buffer): boolean {
+  // Compare 8 bytes at a time where alignment allows; zero pages are the common case.
+  const words = Math.floor(buf.length / 8);
+  const view = new BigUint64Array(buf.buffer, buf.byteOffset, buf.byteOffset % 8 === 0 ? words : 0);
+  for (let i = 0; i < view.length; i++) if (view[i] !== 0n) return false;
+  for (let i = view.length * 8; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+export async function convertStack(stack: Stack, outPath: string, options: ConvertOptions): Promise<void> {
+  const size = stack.size;
+  const blockSize = options.blockSize ?? (options.format === 'asif' ? (stack.blockSize === 4096 ? 4096 : 512) : 512);
+  if (size % blockSize !== 0) {
+    throw new InvalidBlockCountError(outPath, `the stack is ${size} bytes, not a whole number of ${blockSize}-byte blocks`);
+  }
+  await createImage(outPath, { format: options.format, blockCount: size / blockSize, blockSize, overwrite: options.overwrite ?? false });
+  const out = await openImage(outPath, { readOnly: false, format: options.format });
+  try {
+    const buf = Buffer.allocUnsafe(PIECE);
+    for (let offset = 0; offset < size; offset += PIECE) {
+      const length = Math.min(PIECE, size - offset);
+      for (const run of await stack.extents(offset, length)) {
+        if (run.state !== 'data') continue;
+        const piece = buf.subarray(0, run.length);
+        await stack.read(piece, run.offset);
+        await writeNonZero(piece, run.offset, (data, at) => out.write(data, at));
+      }
+      options.onProgress?.(offset + length, size);
+    }
+    await out.flush();
+  } finally {
+    await out.close();
+  }
+}
+
+/** Writes the parts of `data` that are not all zeros (scanned in ZERO_SCAN steps), merged. */
+export async function writeNonZero(data: Buffer, offset: number, write: (piece: Buffer, at: number) => Promise<void>): Promise<void> {
+  let start = -1;
+  for (let pos = 0; pos < data.length; pos += ZERO_SCAN) {
+    const end = Math.min(pos + ZERO_SCAN, data.length);
+    const zero = isAllZero(data.subarray(pos, end));
+    if (!zero && start < 0) start = pos;
+    if (zero && start >= 0) {
+      await write(data.subarray(start, pos), offset + start);
+      start = -1;
+    }
+  }
+  if (start >= 0) await write(data.subarray(start), offset + start);
+}

@@ -1,0 +1,225 @@
+/**
+ * DiskImageKit's model as a TypeScript API: a DiskImage is one image or a stack of them.
+ *
+ * - `DiskImage.create` makes a new standalone image (ASIF or RAW) and opens it read-write.
+ * - `DiskImage.open` opens one image or a stack (bottom first) read-only or read-write. In a
+ *   read-write stack only the top layer is opened for writing; the base and the middle layers
+ *   are opened read-only and never change. A cache layer is opened for writing whenever its
+ *   file allows it, in either mode: filling it does not change what the stack reads.
+ * - `appending` puts a new or an existing layer on top and returns the resulting DiskImage;
+ *   the layer that was the top is frozen (reopened read-only) first, so its layer UUID, which
+ *   the new layer records as its parent UUID, can never change afterwards.
+ * - `truncate` changes the top layer's block count, which sets the stack's size.
+ */
+import { IncompatibleStackingError, InvalidBlockCountError } from '../block/errors.js';
+import type { ImageFormat, Layer, LayerType } from '../formats/layer.js';
+import { createImage, openImage } from '../formats/open-image.js';
+import { checkChain, checkLink } from './chain.js';
+import { Stack, type StackOptions } from './stack.js';
+
+export type OpenMode = 'readOnly' | 'readWrite';
+export type BlockSize = 512 | 4096;
+
+export interface CreateOptions {
+  path: string;
+  format: ImageFormat;
+  blockCount: number;
+  blockSize?: BlockSize;
+  /** Replace an existing file (refused otherwise). */
+  overwrite?: boolean;
+}
+
+export interface OpenOptions {
+  mode?: OpenMode;
+  /**
+   * With mode readWrite, serve a stack whose top is a cache layer read-only instead of refusing
+   * it (a cache layer is never written through the stack).
+   */
+  readOnlyWhenCacheTop?: boolean;
+  /** Format of the base when it cannot be probed (RAW is assumed for unknown content). */
+  baseFormat?: ImageFormat;
+  stack?: StackOptions;
+}
+
+/** A new ASIF layer (`type`), or an existing one (`existing: true`; its parent UUID is checked). */
+export type AppendSpec =
+  | { path: string; type: LayerType; blockCount?: number; overwrite?: boolean }
+  | { path: string; existing: true };
+
+export interface LayerInfo {
+  path: string;
+  format: ImageFormat;
+  layerType: LayerType | null;
+  layerUUID: string | null;
+  parentUUID: string | null;
+  blockCount: number;
+  blockSize: number;
+  readOnly: boolean;
+}
+
+function describeLayer(layer: Layer): LayerInfo {
+  return {
+    path: layer.path,
+    format: layer.format,
+    layerType: layer.layerType,
+    layerUUID: layer.layerUUID,
+    parentUUID: layer.parentUUID,
+    blockCount: layer.size / layer.blockSize,
+    blockSize: layer.blockSize,
+    readOnly: layer.readOnly,
+  };
+}
+
+/** Opens a cache layer read-write if its file allows it, read-only otherwise. */
+async function openCacheCapable(path: string, readOnly: boolean): Promise<Layer> {
+  const layer = await openImage(path, { readOnly });
+  if (!readOnly || layer.layerType !== 'cache') return layer;
+  await layer.close();
+  return openImage(path, { readOnly: false }).catch(() => openImage(path, { readOnly: true }));
+}
+
+export class DiskImage {
+  private constructor(
+    readonly stack: Stack,
+    private readonly requestedMode: OpenMode,
+    private readonly stackOptions: StackOptions,
+  ) {}
+
+  static async create(options: CreateOptions): Promise<DiskImage> {
+    await createImage(options.path, {
+      format: options.format,
+      blockCount: options.blockCount,
+      blockSize: options.blockSize ?? 512,
+      overwrite: options.overwrite ?? false,
+    });
+    return DiskImage.open(options.path, { mode: 'readWrite', baseFormat: options.format });
+  }
+
+  static async open(paths: string | readonly string[], options: OpenOptions = {}): Promise<DiskImage> {
+    const list = typeof paths === 'string' ? [paths] : [...paths];
+    if (list.length === 0) throw new RangeError('DiskImage.open needs at least one image');
+    const mode = options.mode ?? 'readOnly';
+    const layers: Layer[] = [];
+    try {
+      for (const [i, path] of list.entries()) {
+        const top = i === list.length - 1;
+        const readOnly = !(top && mode === 'readWrite');
+        layers.push(i === 0 && options.baseFormat ? await openImage(path, { readOnly, format: options.baseFormat }) : await openCacheCapable(path, readOnly));
+      }
+      const cacheTop = layers[layers.length - 1].layerType === 'cache';
+      checkChain(layers, mode === 'readWrite' && !(cacheTop && options.readOnlyWhenCacheTop));
+    } catch (err) {
+      await Promise.allSettled(layers.map((l) => l.close()));
+      throw err;
+    }
+    const stackOptions = options.stack ?? {};
+    return new DiskImage(new Stack(layers, { ...stackOptions, readOnly: mode === 'readOnly' || stackOptions.readOnly }), mode, stackOptions);
+  }
+
+  private get top(): Layer {
+    return this.stack.top;
+  }
+
+  get format(): ImageFormat {
+    return this.top.format;
+  }
+
+  get blockSize(): number {
+    return this.top.blockSize;
+  }
+
+  get blockCount(): number {
+    return this.top.size / this.top.blockSize;
+  }
+
+  get layerType(): LayerType | null {
+    return this.top.layerType;
+  }
+
+  get layerUUID(): string | null {
+    return this.top.layerUUID;
+  }
+
+  get parentUUID(): string | null {
+    return this.top.parentUUID;
+  }
+
+  /** Read-write only when asked for and when the top can take writes (a cache top cannot). */
+  get openMode(): OpenMode {
+    return this.stack.readOnly ? 'readOnly' : 'readWrite';
+  }
+
+  get layers(): LayerInfo[] {
+    return this.stack.layers.map(describeLayer);
+  }
+
+  /**
+   * Puts a layer on top. This DiskImage hands its layers over to the returned one and must not
+   * be used afterwards.
+   */
+  async appending(spec: AppendSpec): Promise<DiskImage> {
+    const layers = [...this.stack.layers];
+    const below = layers[layers.length - 1];
+    let frozen = below;
+    let added: Layer | null = null;
+    try {
+      if ('existing' in spec) {
+        added = await openCacheCapable(spec.path, this.requestedMode === 'readOnly');
+        checkLink(below, added);
+        if (added.layerType === 'cache' && layers.some((l) => l.layerType === 'cache')) {
+          throw new IncompatibleStackingError(added.path, 'a stack takes one cache layer and it has one already');
+        }
+      } else {
+        if (spec.type === 'cache' && layers.some((l) => l.layerType === 'cache')) {
+          throw new IncompatibleStackingError(spec.path, 'a stack takes one cache layer and it has one already');
+        }
+        const blockCount = spec.blockCount ?? below.size / below.blockSize;
+        if (spec.type === 'cache' && blockCount !== below.size / below.blockSize) {
+          throw new InvalidBlockCountError(spec.path, 'a cache layer has the size of the layer below it');
+        }
+        // The new layer records the current UUID of the layer below; make it durable first.
+        if (!below.readOnly) await below.flush();
+        await createImage(spec.path, {
+          format: 'asif',
+          blockCount,
+          blockSize: below.format === 'raw' ? 512 : (below.blockSize as BlockSize),
+          overwrite: spec.overwrite ?? false,
+          layerType: spec.type,
+          parentUUID: below.format === 'raw' ? null : below.layerUUID,
+        });
+        added = await openCacheCapable(spec.path, this.requestedMode === 'readOnly' && spec.type !== 'cache');
+      }
+      if (!below.readOnly && below.layerType !== 'cache') {
+        // Freeze the old top: from now on it is a lower layer and must never change.
+        await below.close();
+        frozen = await openImage(below.path, { readOnly: true, format: below.format });
+      }
+    } catch (err) {
+      await added?.close().catch(() => undefined);
+      throw err;
+    }
+    layers[layers.length - 1] = frozen;
+    layers.push(added);
+    const readOnly = this.requestedMode === 'readOnly' || this.stackOptions.readOnly;
+    return new DiskImage(new Stack(layers, { ...this.stackOptions, readOnly }), this.requestedMode, this.stackOptions);
+  }
+
+  /** Changes the block count of the top layer (the stack's size). The filesystem inside is not resized. */
+  async truncate(blockCount: number): Promise<void> {
+    const top = this.top;
+    if (!Number.isSafeInteger(blockCount) || blockCount <= 0) {
+      throw new InvalidBlockCountError(top.path, `block count ${blockCount} is not a positive whole number`);
+    }
+    if (top.layerType === 'cache') throw new IncompatibleStackingError(top.path, 'a cache layer cannot be truncated: it has the size of the layer below');
+    if (top.readOnly) throw new IncompatibleStackingError(top.path, 'the image is open read-only');
+    await top.truncate(blockCount * top.blockSize);
+  }
+
+  flush(): Promise<void> {
+    return this.stack.flush();
+  }
+
+  close(): Promise<void> {
+    return this.stack.close();
+  }
+}
