@@ -1,0 +1,101 @@
+/**
+ * The metadata chunk (spec §8, §10): logical chunk `metadata chunk`, read through the map.
+ *
+ * - Stores: a 0x200-byte `meta` header (magic, version 1, header size 0x200, 0, 0x200), then an
+ *   XML property list padded with NUL bytes: `internal metadata` → `stable uuid` (and, ours, an
+ *   optional `layer type` of `cache` or `overlay`), plus a `user metadata` dict.
+ * - States: absent `layer type` = standalone image; `cache` / `overlay` = a layer.
+ * - Invariants: the plist we write has Apple's exact shape (tab indents, top-level dict not
+ *   indented, trailing newline), so a standalone image is byte-compatible with Apple's blank
+ *   layout; keys we do not know are kept when we parse.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { build, parse, type PlistValue } from 'plist';
+import type { LayerType } from '../layer.js';
+import { META_HEADER_BYTES, META_MAGIC, META_VERSION } from './layout.js';
+import { hex, type ProblemSink } from './problems.js';
+
+type PlistDict = { [key: string]: PlistValue };
+
+export interface AsifMetadata {
+  readonly stableUUID: string;
+  readonly layerType: LayerType | null;
+  /** The whole parsed plist, kept as read. */
+  readonly plist: PlistDict;
+}
+
+export interface NewMetadata {
+  readonly stableUUID: string;
+  readonly layerType: LayerType | null;
+}
+
+/** The bytes at the start of a new metadata chunk: the `meta` header and the plist. */
+export function encodeMetadata(meta: NewMetadata): Buffer {
+  const internal: PlistDict = {};
+  // Keys in sorted order, as Apple's property list writer emits them.
+  if (meta.layerType) internal['layer type'] = meta.layerType;
+  internal['stable uuid'] = meta.stableUUID;
+  const text = Buffer.from(applePlistText({ 'internal metadata': internal, 'user metadata': {} }), 'utf8');
+  const header = Buffer.alloc(META_HEADER_BYTES);
+  header.writeUInt32BE(META_MAGIC, 0);
+  header.writeUInt32BE(META_VERSION, 4);
+  header.writeUInt32BE(META_HEADER_BYTES, 8);
+  header.writeUInt32BE(META_HEADER_BYTES, 16);
+  return Buffer.concat([header, text]);
+}
+
+/**
+ * Apple's layout of an XML plist: the plist package indents the top-level dict one level
+ * deeper than Apple does and leaves out the final newline. The shift is undone line by line;
+ * if that could change a value (a multi-line string), the package's own text is used.
+ */
+function applePlistText(value: PlistDict): string {
+  const plain = build(value, { pretty: true, indent: '\t', newline: '\n' });
+  const lines = plain.split('\n');
+  const open = lines.findIndex((l) => l.startsWith('<plist'));
+  const shifted = lines.map((l, i) => (i > open && l.startsWith('\t') ? l.slice(1) : l)).join('\n') + '\n';
+  return isDeepStrictEqual(parse(shifted), value) ? shifted : plain + '\n';
+}
+
+/** Decodes the metadata chunk's bytes; null (after telling the sink) when they are unusable. */
+export function decodeMetadata(chunk: Buffer, where: string, sink: ProblemSink): AsifMetadata | null {
+  if (chunk.length < 20 || chunk.readUInt32BE(0) !== META_MAGIC) {
+    sink.corrupt(`${where}: no 'meta' header`);
+    return null;
+  }
+  const version = chunk.readUInt32BE(4);
+  if (version !== META_VERSION) {
+    sink.unsupported(`${where}: metadata version ${version} is not supported`);
+    return null;
+  }
+  const start = chunk.readUInt32BE(8);
+  if (start < 20 || start >= chunk.length) {
+    sink.corrupt(`${where}: metadata header size ${hex(start)} is out of range`);
+    return null;
+  }
+  const nul = chunk.indexOf(0, start);
+  const text = chunk.subarray(start, nul < 0 ? chunk.length : nul).toString('utf8');
+  let plist: PlistValue;
+  try {
+    plist = parse(text);
+  } catch (err) {
+    sink.corrupt(`${where}: the property list does not parse (${(err as Error).message.split('\n')[0]})`);
+    return null;
+  }
+  const internal = isDict(plist) ? plist['internal metadata'] : undefined;
+  const stableUUID = isDict(internal) ? internal['stable uuid'] : undefined;
+  if (!isDict(plist) || !isDict(internal) || typeof stableUUID !== 'string') {
+    sink.corrupt(`${where}: the property list has no 'internal metadata' → 'stable uuid' string`);
+    return null;
+  }
+  const layerType = internal['layer type'];
+  if (layerType !== undefined && layerType !== 'cache' && layerType !== 'overlay') {
+    sink.unsupported(`${where}: unknown layer type ${JSON.stringify(layerType)}`);
+    return null;
+  }
+  return { stableUUID, layerType: layerType ?? null, plist };
+}
+
+function isDict(value: PlistValue | undefined): value is PlistDict {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date) && !(value instanceof Uint8Array);
+}
