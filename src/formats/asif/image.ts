@@ -1,0 +1,587 @@
+/**
+ * An open ASIF image: the Layer contract on top of the map store (map-store.ts).
+ *
+ * - Stores: the header bytes (patched for a new layer UUID or sector count), the metadata read
+ *   at open, the map store, the chunk allocator, and the chunks being allocated right now.
+ * - States of a logical chunk, as this layer reports them (spec §7, §10): 00 → `absent`;
+ *   10 → `zero`; 01 → `data`; 11 → per sector, written → `data`, otherwise `absent`.
+ *   In a standalone image (no layer type) `absent` reads as zeros like everything else.
+ * - Invariants:
+ *   - the in-memory map changes only after the data it references was written (so a flush,
+ *     which syncs data before writing the map, never publishes a reference to unwritten data);
+ *   - concurrent writes to one unallocated chunk share one newly allocated chunk;
+ *   - a chunk entering status 11 starts from an empty bitmap slice; one whose every sector is
+ *     written becomes 01 at once;
+ *   - in a layer, a discarded chunk hides the layer below, so a partial write to it first fills
+ *     the new chunk with zeros (it becomes 01) instead of letting unwritten sectors fall through;
+ *   - the first change to a non-cache image opened read-write gives it a new layer UUID,
+ *     written and synced before that change's data; a read-only image is never written.
+ */
+import { v4 as uuidV4 } from 'uuid';
+import { InvalidBlockCountError, RequestError } from '../../block/errors.js';
+import { pushRun, type Run, type RunState } from '../../block/runs.js';
+import type { BlockFile } from '../../io/block-file.js';
+import type { Layer, LayerType, WriteOptions, ZeroOptions } from '../layer.js';
+import type { ChunkAllocator } from './allocator.js';
+import { isSectorWritten, isSliceFull, markSectorsWritten } from './bitmap.js';
+import { headerGuid, headerParentUUID, uuidToBytes, withGuid, withSectorCount } from './header.js';
+import { ChunkStatus, maxBlockCount } from './layout.js';
+import type { LoadedMap } from './load.js';
+import { KeyedLock } from './locks.js';
+import { MapStore } from './map-store.js';
+import type { AsifMetadata } from './metadata.js';
+
+export interface AsifOpenOptions {
+  readOnly?: boolean;
+  /** Memory for clean bitmap slices (default 8 MiB). */
+  bitmapCacheBytes?: number;
+  /** Changed slices allowed to pile up before the image flushes on its own (default 16 MiB). */
+  dirtyBitmapBytes?: number;
+}
+
+/** A run of this layer with where its bytes lie in the file (null unless `data`). */
+export interface MappedRun extends Run {
+  fileOffset: number | null;
+}
+
+/** A chunk allocated for writes that have not all finished. */
+interface Provisional {
+  readonly chunk: number;
+  /** Writes still using it. */
+  users: number;
+  /** The map references it. */
+  attached: boolean;
+  /** Every sector holds data once the writes land (whole-chunk write, or zero-filled first). */
+  readonly full: boolean;
+  /** Resolves when the chunk is ready for the writes (after a zero fill when one is needed). */
+  readonly ready: Promise<void>;
+}
+
+const DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
+const DEFAULT_DIRTY_BYTES = 16 * 1024 * 1024;
+/** What one cached slice costs beyond its bytes (typed array object, map entry). */
+const SLICE_OVERHEAD = 192;
+/** Zeroing jobs of one request kept in flight. */
+const ZERO_CONCURRENCY = 16;
+
+type ZeroAction = 'hole' | 'write';
+
+export class AsifImage implements Layer {
+  readonly format = 'asif' as const;
+  readonly blockSize: number;
+  readonly chunkSize: number;
+  readonly stableUUID: string;
+  readonly layerType: LayerType | null;
+  readonly parentUUID: string | null;
+  private readonly store: MapStore;
+  private readonly provisional = new Map<number, Provisional>();
+  private readonly sectorLocks = new KeyedLock();
+  private readonly maxBlocks: number;
+  private readonly dirtyLimit: number;
+  private header: Buffer;
+  private sectorCount: number;
+  private uuid: string;
+  private rotation: Promise<void> | null = null;
+  private rotated = false;
+  private closed = false;
+  private zeroChunk: Buffer | undefined;
+
+  constructor(
+    private readonly file: BlockFile,
+    loaded: LoadedMap,
+    metadata: AsifMetadata,
+    private readonly allocator: ChunkAllocator,
+    options: AsifOpenOptions = {},
+  ) {
+    const geo = loaded.geometry;
+    this.blockSize = geo.blockSize;
+    this.chunkSize = geo.chunkSize;
+    this.header = loaded.header.bytes;
+    this.sectorCount = loaded.header.sectorCount;
+    this.uuid = headerGuid(this.header);
+    this.parentUUID = headerParentUUID(this.header);
+    this.stableUUID = metadata.stableUUID;
+    this.layerType = metadata.layerType;
+    this.maxBlocks = maxBlockCount(geo, loaded.header.metadataChunk);
+    const perSlice = geo.sliceBytes + SLICE_OVERHEAD;
+    this.dirtyLimit = Math.max(1, Math.floor((options.dirtyBitmapBytes ?? DEFAULT_DIRTY_BYTES) / perSlice));
+    this.store = new MapStore(file, loaded, allocator, loaded.header.metadataChunk, {
+      cacheSlices: Math.max(1, Math.floor((options.bitmapCacheBytes ?? DEFAULT_CACHE_BYTES) / perSlice)),
+    });
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  get readOnly(): boolean {
+    return this.file.readOnly;
+  }
+
+  get size(): number {
+    return this.sectorCount * this.blockSize;
+  }
+
+  get blockCount(): number {
+    return this.sectorCount;
+  }
+
+  get layerUUID(): string {
+    return this.uuid;
+  }
+
+  /** Bytes of the data chunks the map references (the metadata chunk left out). */
+  allocatedBytes(): number {
+    return this.store.dataChunkCount * this.chunkSize;
+  }
+
+  fileSize(): Promise<number> {
+    return this.file.size();
+  }
+
+  async map(offset: number, length: number): Promise<Run[]> {
+    const runs: Run[] = [];
+    for (const r of await this.fileMap(offset, length)) pushRun(runs, r.offset, r.length, r.state);
+    return runs;
+  }
+
+  /** Like `map`, with the file offset of every data run (runs split where the file is not contiguous). */
+  async fileMap(offset: number, length: number): Promise<MappedRun[]> {
+    this.checkRange(offset, length);
+    return this.tracked(() => this.resolve(offset, length));
+  }
+
+  async read(buf: Buffer, offset: number): Promise<void> {
+    this.checkRange(offset, buf.length);
+    await this.tracked(() => this.readInto(buf, offset));
+  }
+
+  async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offset, buf.length);
+    await this.tracked(async () => {
+      await this.beforeChange();
+      await this.writeBytes(buf, offset);
+    });
+    await this.afterChange(options);
+  }
+
+  async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offset, length);
+    const noHole = options?.noHole ?? false;
+    if (options?.fast) {
+      let writes = false;
+      this.planZero(offset, length, noHole, (action) => {
+        if (action === 'write') writes = true;
+      });
+      if (writes) throw new RequestError('ENOTSUP', 'zeroing this range needs data writes, not only a map change');
+    }
+    await this.tracked(async () => {
+      await this.beforeChange();
+      await this.zeroRange(offset, length, noHole);
+    });
+    await this.afterChange(options);
+  }
+
+  async discard(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offset, length);
+    await this.tracked(async () => {
+      await this.beforeChange();
+      // Whole allocated chunks are released (they read as zeros, never as the layer below);
+      // the rest of the range keeps its data: a discard is a hint.
+      const C = this.chunkSize;
+      for (let l = Math.ceil(offset / C); (l + 1) * C <= offset + length; l++) {
+        const status = this.store.status(l);
+        if (status === ChunkStatus.full || status === ChunkStatus.partial) this.makeHole(l);
+      }
+    });
+    await this.afterChange(options);
+  }
+
+  async flush(): Promise<void> {
+    if (this.readOnly) return;
+    await this.store.flush();
+  }
+
+  /**
+   * Changes the sector count, durably. Shrinking first zeroes everything past the new end (whole
+   * chunks become 10, the rest of the last chunk is written with zeros), so that growing again
+   * reads zeros there, never old data or the layer below.
+   */
+  async truncate(size: number): Promise<void> {
+    this.checkWritable();
+    if (this.layerType === 'cache') throw new RequestError('EPERM', `${this.path}: a cache layer cannot be truncated`);
+    const bs = this.blockSize;
+    if (!Number.isSafeInteger(size) || size <= 0 || size % bs !== 0 || size / bs > this.maxBlocks) {
+      throw new InvalidBlockCountError(
+        this.path,
+        `size ${size} is not a whole number of ${bs}-byte blocks between 1 and ${this.maxBlocks} blocks`,
+      );
+    }
+    await this.tracked(async () => {
+      await this.beforeChange();
+      const old = this.size;
+      if (size < old) {
+        this.sectorCount = size / bs;
+        await this.zeroRange(size, old - size, false);
+      }
+      await this.store.flush();
+      const next = withSectorCount(this.header, size / bs);
+      await this.file.write(next, 0);
+      await this.file.sync();
+      this.header = next;
+      this.sectorCount = size / bs;
+    });
+  }
+
+  /**
+   * Chunks this image knows are free (released by zero, discard or truncate, or leaked by a
+   * crash and found at open). ASIF keeps no free list on disk, so once the image is closed
+   * `check` reports them as leaked; the next read-write open reuses them.
+   */
+  freeChunks(): number[] {
+    return this.allocator.freeChunks();
+  }
+
+  /** Flushes, gives back free chunks at the end of the file, and closes it. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      if (!this.readOnly) {
+        await this.store.flush();
+        const end = this.allocator.trimTail() * this.chunkSize;
+        if (end < (await this.file.size())) await this.file.truncate(end);
+      }
+    } finally {
+      await this.file.close();
+    }
+  }
+
+  // ---- reading ---------------------------------------------------------------------------
+
+  private async readInto(buf: Buffer, offset: number): Promise<void> {
+    const runs = await this.resolve(offset, buf.length);
+    const reads: Promise<void>[] = [];
+    for (const r of runs) {
+      const at = r.offset - offset;
+      if (r.fileOffset === null) buf.fill(0, at, at + r.length);
+      else reads.push(this.file.read(buf.subarray(at, at + r.length), r.fileOffset));
+    }
+    await Promise.all(reads);
+  }
+
+  /** This layer's runs over [offset, offset + length), merged where state and file position continue. */
+  private async resolve(offset: number, length: number): Promise<MappedRun[]> {
+    const C = this.chunkSize;
+    const runs: MappedRun[] = [];
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const l = Math.floor(pos / C);
+      if (!this.store.hasTable(l)) {
+        // No table: every chunk up to the table's end is 00.
+        const tableEnd = Math.ceil((l + 1) / this.store.geo.chunksPerTable) * this.store.geo.tableSpan;
+        const n = Math.min(tableEnd, end) - pos;
+        pushMapped(runs, pos, n, 'absent', null);
+        pos += n;
+        continue;
+      }
+      const within = pos - l * C;
+      const n = Math.min(C - within, end - pos);
+      const status = this.store.status(l);
+      if (status === ChunkStatus.partial) {
+        const chunk = this.store.chunk(l);
+        const slice = this.store.bitmaps.get(l) ?? (await this.store.slice(l, chunk));
+        if (!slice) continue; // the chunk changed while its bitmap was read: look again
+        this.pushSectors(runs, pos, n, chunk * C + within, slice);
+      } else if (status === ChunkStatus.full) {
+        pushMapped(runs, pos, n, 'data', this.store.chunk(l) * C + within);
+      } else {
+        pushMapped(runs, pos, n, status === ChunkStatus.discarded ? 'zero' : 'absent', null);
+      }
+      pos += n;
+    }
+    return runs;
+  }
+
+  /** Runs of a status-11 chunk piece starting at device byte `pos`, file byte `filePos`. */
+  private pushSectors(runs: MappedRun[], pos: number, length: number, filePos: number, slice: Uint8Array): void {
+    const bs = this.blockSize;
+    const within = filePos % this.chunkSize;
+    let at = 0;
+    while (at < length) {
+      const sector = Math.floor((within + at) / bs);
+      const n = Math.min((sector + 1) * bs - (within + at), length - at);
+      if (isSectorWritten(slice, sector)) pushMapped(runs, pos + at, n, 'data', filePos + at);
+      else pushMapped(runs, pos + at, n, 'absent', null);
+      at += n;
+    }
+  }
+
+  // ---- writing ---------------------------------------------------------------------------
+
+  /** Writes any byte range: partial sectors are read, patched and written back under a lock. */
+  private async writeBytes(buf: Buffer, offset: number): Promise<void> {
+    const bs = this.blockSize;
+    const end = offset + buf.length;
+    if (buf.length === 0) return;
+    if (offset % bs === 0 && end % bs === 0) return this.writeSectors(buf, offset);
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((end - 1) / bs);
+    if (first === last) return this.patchSector(first, buf, offset);
+    const jobs: Promise<void>[] = [];
+    let midStart = offset;
+    let midEnd = end;
+    if (offset % bs !== 0) {
+      midStart = (first + 1) * bs;
+      jobs.push(this.patchSector(first, buf.subarray(0, midStart - offset), offset));
+    }
+    if (end % bs !== 0) {
+      midEnd = last * bs;
+      jobs.push(this.patchSector(last, buf.subarray(midEnd - offset), midEnd));
+    }
+    if (midEnd > midStart) jobs.push(this.writeSectors(buf.subarray(midStart - offset, midEnd - offset), midStart));
+    await settleAll(jobs);
+  }
+
+  private async patchSector(sector: number, bytes: Buffer, offset: number): Promise<void> {
+    const bs = this.blockSize;
+    const release = await this.sectorLocks.acquire(sector);
+    try {
+      const whole = Buffer.alloc(bs);
+      await this.readInto(whole, sector * bs);
+      whole.set(bytes, offset - sector * bs);
+      await this.writeSectors(whole, sector * bs);
+    } finally {
+      release();
+    }
+  }
+
+  /** Writes a sector-aligned range, chunk by chunk, concurrently. */
+  private async writeSectors(buf: Buffer, offset: number): Promise<void> {
+    const C = this.chunkSize;
+    const jobs: Promise<void>[] = [];
+    for (let pos = offset; pos < offset + buf.length; ) {
+      const l = Math.floor(pos / C);
+      const within = pos - l * C;
+      const n = Math.min(C - within, offset + buf.length - pos);
+      jobs.push(this.writePiece(l, within, buf.subarray(pos - offset, pos - offset + n)));
+      pos += n;
+    }
+    await settleAll(jobs);
+  }
+
+  /** Writes whole sectors inside logical chunk L, allocating the chunk when it has none. */
+  private async writePiece(l: number, within: number, data: Buffer): Promise<void> {
+    const C = this.chunkSize;
+    const status = this.store.status(l);
+    if (status === ChunkStatus.full) return this.file.write(data, this.store.chunk(l) * C + within);
+    if (status === ChunkStatus.partial) {
+      const chunk = this.store.chunk(l);
+      await this.file.write(data, chunk * C + within);
+      return this.markWritten(l, chunk, within, data.length);
+    }
+    let p = this.provisional.get(l);
+    if (!p) {
+      const chunk = this.allocator.allocate();
+      const whole = within === 0 && data.length === C;
+      const fill = !whole && this.layerType !== null && status === ChunkStatus.discarded;
+      p = {
+        chunk,
+        users: 0,
+        attached: false,
+        full: whole || fill,
+        ready: fill ? this.file.write(this.zeros(), chunk * C) : Promise.resolve(),
+      };
+      this.provisional.set(l, p);
+    }
+    p.users++;
+    try {
+      await p.ready;
+      await this.file.write(data, p.chunk * C + within);
+      this.attach(l, p);
+      if (!p.full) await this.markWritten(l, p.chunk, within, data.length);
+    } finally {
+      if (--p.users === 0) {
+        this.provisional.delete(l);
+        if (!p.attached) this.allocator.release(p.chunk);
+      }
+    }
+  }
+
+  /** Points L's entry at a newly allocated chunk once the first write to it has landed. */
+  private attach(l: number, p: Provisional): void {
+    const status = this.store.status(l);
+    if (status === ChunkStatus.neverWritten || status === ChunkStatus.discarded) {
+      if (p.full) {
+        this.store.setEntry(l, ChunkStatus.full, p.chunk);
+      } else {
+        this.store.setEntry(l, ChunkStatus.partial, p.chunk);
+        this.store.ensureBitmapChunk(l);
+        this.store.installSlice(l);
+      }
+      p.attached = true;
+    } else if (this.store.chunk(l) !== p.chunk) {
+      throw new Error(`${this.path}: logical chunk ${l} changed chunk while a write to it was running`);
+    }
+  }
+
+  /** Records sectors of a status-11 chunk as written (after their data was written). */
+  private async markWritten(l: number, chunk: number, within: number, length: number): Promise<void> {
+    const bs = this.blockSize;
+    for (;;) {
+      if (this.store.status(l) !== ChunkStatus.partial || this.store.chunk(l) !== chunk) return;
+      const slice = this.store.bitmaps.get(l) ?? (await this.store.slice(l, chunk));
+      if (!slice) continue;
+      markSectorsWritten(slice, within / bs, length / bs);
+      if (isSliceFull(slice)) {
+        this.store.setEntry(l, ChunkStatus.full, chunk);
+        this.store.dropSlice(l);
+      } else {
+        this.store.sliceChanged(l, slice);
+      }
+      return;
+    }
+  }
+
+  // ---- zeroing -----------------------------------------------------------------------------
+
+  /**
+   * What zeroing each chunk piece of a range takes, without changing anything: `hole` (a map
+   * change: status 10) or `write` (zeros written as data). Pieces that already read as zeros
+   * from this layer alone are skipped (10 always; 00 unless the image is a layer, where 00
+   * would show the layer below).
+   */
+  private planZero(offset: number, length: number, noHole: boolean, visit: (action: ZeroAction, l: number, within: number, n: number) => void): void {
+    const C = this.chunkSize;
+    const geo = this.store.geo;
+    const layered = this.layerType !== null;
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const l = Math.floor(pos / C);
+      if (!layered && !this.store.hasTable(l)) {
+        pos = Math.min(end, Math.ceil((l + 1) / geo.chunksPerTable) * geo.tableSpan);
+        continue;
+      }
+      const within = pos - l * C;
+      const n = Math.min(C - within, end - pos);
+      const whole = n === C;
+      const status = this.store.status(l);
+      pos += n;
+      if (status === ChunkStatus.discarded) continue;
+      if (status === ChunkStatus.neverWritten) {
+        if (layered) visit(whole ? 'hole' : 'write', l, within, n);
+        continue;
+      }
+      visit(whole && !noHole ? 'hole' : 'write', l, within, n);
+    }
+  }
+
+  private async zeroRange(offset: number, length: number, noHole: boolean): Promise<void> {
+    const C = this.chunkSize;
+    const inFlight = new Set<Promise<void>>();
+    const errors: unknown[] = [];
+    const pending: Array<[number, number]> = [];
+    this.planZero(offset, length, noHole, (action, l, within, n) => {
+      if (action === 'hole') this.makeHole(l);
+      else pending.push([l * C + within, n]);
+    });
+    for (const [at, n] of pending) {
+      const job: Promise<void> = this.writeBytes(this.zeros().subarray(0, n), at)
+        .catch((err: unknown) => {
+          errors.push(err);
+        })
+        .finally(() => inFlight.delete(job));
+      inFlight.add(job);
+      if (inFlight.size >= ZERO_CONCURRENCY) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /** Status 10 for logical chunk L; its chunk, if any, is retired. */
+  private makeHole(l: number): void {
+    const status = this.store.status(l);
+    if (status === ChunkStatus.full || status === ChunkStatus.partial) {
+      this.allocator.retire(this.store.chunk(l));
+      this.store.dropSlice(l);
+    }
+    this.store.setEntry(l, ChunkStatus.discarded, 0);
+  }
+
+  private zeros(): Buffer {
+    return (this.zeroChunk ??= Buffer.alloc(this.chunkSize));
+  }
+
+  // ---- bookkeeping -------------------------------------------------------------------------
+
+  /** Runs a request while the allocator knows it is in flight (see allocator.ts). */
+  private async tracked<T>(work: () => Promise<T>): Promise<T> {
+    const id = this.allocator.beginRequest();
+    try {
+      return await work();
+    } finally {
+      this.allocator.endRequest(id);
+    }
+  }
+
+  /** Layer UUID rotation (spec §10): once, before the first change's data. */
+  private async beforeChange(): Promise<void> {
+    if (this.rotated || this.layerType === 'cache') return;
+    this.rotation ??= this.rotateLayerUUID().catch((err: unknown) => {
+      this.rotation = null;
+      throw err;
+    });
+    await this.rotation;
+  }
+
+  private async rotateLayerUUID(): Promise<void> {
+    const guid = uuidToBytes(uuidV4()) as Uint8Array;
+    const next = withGuid(this.header, guid);
+    await this.file.write(next, 0);
+    await this.file.sync();
+    this.header = next;
+    this.uuid = headerGuid(next);
+    this.rotated = true;
+  }
+
+  /** FUA makes the change durable now; too many changed bitmap slices start a flush too. */
+  private async afterChange(options: WriteOptions | undefined): Promise<void> {
+    if (options?.fua || this.store.bitmaps.dirtyCount > this.dirtyLimit) await this.store.flush();
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new RequestError('EINVAL', `${this.path}: range ${offset}+${length} lies outside the image (${this.size} bytes)`);
+    }
+  }
+
+  private checkWritable(): void {
+    if (this.closed) throw new RequestError('ESHUTDOWN', `${this.path}: the image is closed`);
+    if (this.readOnly) throw new RequestError('EPERM', `${this.path}: the image is open read-only`);
+  }
+}
+
+function pushMapped(runs: MappedRun[], offset: number, length: number, state: RunState, fileOffset: number | null): void {
+  if (length <= 0) return;
+  const last = runs[runs.length - 1];
+  if (
+    last &&
+    last.state === state &&
+    last.offset + last.length === offset &&
+    (fileOffset === null ? last.fileOffset === null : last.fileOffset !== null && last.fileOffset + last.length === fileOffset)
+  ) {
+    last.length += length;
+    return;
+  }
+  runs.push({ offset, length, state, fileOffset });
+}
+
+/** Waits for every job (none is left running unobserved), then fails with the first error. */
+async function settleAll(jobs: readonly Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(jobs);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}

@@ -1,0 +1,423 @@
+/**
+ * The in-memory map of an open image and the protocol that makes it durable (spec §11).
+ *
+ * - Stores: the active directory, every table (its exact on-disk bytes, patched in place), the
+ *   bitmap cache, and what changed since the last flush: table pieces, new tables, new bitmap
+ *   chunks, dirty slices, retired chunks, and chunks that left status 01/11 ("detached").
+ * - States of a change: in memory only → snapshotted by a flush → on disk → committed.
+ * - Invariants (what any crash leaves on disk is a map that opens cleanly and references only
+ *   synced data, each chunk exactly once):
+ *   1. the image changes the in-memory map only after the data it points to was written;
+ *   2. a flush copies the dirty map first, then syncs the data, and only then writes the copies;
+ *   3. bitmaps (new bitmap chunks whole, slices) are written and synced before the table
+ *      entries that make them matter: a torn flush may show new bits under an old entry (the
+ *      bits are ignored unless the entry is 11 with the same chunk) but never an entry 11 with
+ *      stale bits. A chunk that went 11(P) → 10 → 11(Q) since the last flush would break that
+ *      (new bits under the old entry 11(P)), so its on-disk entry is first set to 10 and synced;
+ *   4. new tables are written and synced before the directory that points to them; the
+ *      directory flip (directory.ts) is the commit;
+ *   5. a chunk dropped by the map becomes reusable only after the flush that wrote the change;
+ *   6. one flush runs at a time; callers arriving while one runs share the next one.
+ */
+import type { BlockFile } from '../../io/block-file.js';
+import { CorruptedImageError } from '../../block/errors.js';
+import type { ChunkAllocator } from './allocator.js';
+import { BitmapCache, type DirtySlice } from './bitmap-cache.js';
+import { firstInvalidSector } from './bitmap.js';
+import { encodeDirectoryBody, encodeSequence } from './directory.js';
+import { ChunkStatus, dataEntryOffset, type Geometry } from './layout.js';
+import type { LoadedMap } from './load.js';
+import { hex } from './problems.js';
+import {
+  addressOf,
+  bitmapChunkAt,
+  entryChunk,
+  entryStatus,
+  firstChunkOfGroup,
+  writeBitmapChunk,
+  writeEntry,
+} from './table.js';
+
+export interface MapStoreOptions {
+  /** Clean bitmap slices kept in memory. */
+  readonly cacheSlices: number;
+}
+
+interface PendingWrite {
+  readonly position: number;
+  /** A whole chunk (a table or a new bitmap chunk) rather than a piece of one. */
+  readonly whole: boolean;
+  readonly bytes: () => Uint8Array;
+}
+
+/** How many writes of one phase a flush keeps in flight. */
+const WRITE_CONCURRENCY = 32;
+/** Whole-chunk writes (tables, new bitmap chunks) in flight: each holds a chunk-sized buffer. */
+const CHUNK_WRITE_CONCURRENCY = 4;
+
+export class MapStore {
+  readonly geo: Geometry;
+  readonly bitmaps: BitmapCache;
+  private readonly tableChunks: Float64Array;
+  private readonly tables: Map<number, Buffer>;
+  private readonly pieceBytes: number;
+  private readonly dirtyPieces = new Map<number, Set<number>>();
+  private readonly newTables = new Set<number>();
+  private readonly newBitmapGroups = new Set<number>();
+  private readonly detached = new Set<number>();
+  private readonly loading = new Map<number, { chunk: number; slice: Promise<Uint8Array> }>();
+  private directoryDirty = false;
+  private active: 0 | 1;
+  private readonly sequences: [bigint, bigint];
+  private readonly directoryOffsets: readonly [number, number];
+  private dataChunks = 0;
+  private running: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+
+  constructor(
+    private readonly file: BlockFile,
+    loaded: LoadedMap,
+    private readonly allocator: ChunkAllocator,
+    private readonly metadataChunk: number,
+    options: MapStoreOptions,
+  ) {
+    this.geo = loaded.geometry;
+    this.tableChunks = loaded.tableChunks;
+    this.tables = loaded.tables;
+    this.active = loaded.active;
+    this.sequences = [loaded.sequences[0], loaded.sequences[1]];
+    this.directoryOffsets = loaded.header.directoryOffsets;
+    this.pieceBytes = this.geo.chunkSize % 4096 === 0 ? 4096 : 512;
+    this.bitmaps = new BitmapCache(options.cacheSlices);
+    this.dataChunks = this.countDataChunks();
+  }
+
+  /** Chunks with status 01 or 11, the metadata chunk left out. */
+  get dataChunkCount(): number {
+    return this.dataChunks;
+  }
+
+  status(logical: number): ChunkStatus {
+    const a = addressOf(this.geo, logical);
+    const table = this.tables.get(a.table);
+    return table ? entryStatus(table, a.entryOffset) : ChunkStatus.neverWritten;
+  }
+
+  chunk(logical: number): number {
+    const a = addressOf(this.geo, logical);
+    const table = this.tables.get(a.table);
+    return table ? entryChunk(table, a.entryOffset) : 0;
+  }
+
+  /** True when the whole table holding L is absent (every chunk in it is 00). */
+  hasTable(logical: number): boolean {
+    return this.tables.has(Math.floor(logical / this.geo.chunksPerTable));
+  }
+
+  /** Changes L's entry in memory; creates its table when needed. */
+  setEntry(logical: number, status: ChunkStatus, chunk: number): void {
+    const a = addressOf(this.geo, logical);
+    const table = this.tables.get(a.table) ?? this.createTable(a.table);
+    const old = entryStatus(table, a.entryOffset);
+    writeEntry(table, a.entryOffset, status, chunk);
+    this.touch(a.table, a.entryOffset);
+    if (logical !== this.metadataChunk) this.dataChunks += isData(status) - isData(old);
+    if (isData(old) && !isData(status)) this.detached.add(logical);
+  }
+
+  /** Gives L's group a bitmap chunk if it has none yet (L's table exists). */
+  ensureBitmapChunk(logical: number): void {
+    const a = addressOf(this.geo, logical);
+    const table = this.tables.get(a.table) ?? this.createTable(a.table);
+    if (bitmapChunkAt(table, a.bitmapEntryOffset) !== 0) return;
+    writeBitmapChunk(table, a.bitmapEntryOffset, this.allocator.allocate());
+    this.touch(a.table, a.bitmapEntryOffset);
+    this.newBitmapGroups.add(a.table * this.geo.groupsPerTable + a.group);
+  }
+
+  /**
+   * L's slice as it is now, reading it from disk on a miss; null when L stopped being
+   * status 11 in `chunk` meanwhile (the caller looks again).
+   */
+  async slice(logical: number, chunk: number): Promise<Uint8Array | null> {
+    const cached = this.bitmaps.get(logical);
+    if (cached) return cached;
+    let load = this.loading.get(logical);
+    if (!load || load.chunk !== chunk) {
+      const slice = this.readSlice(logical).finally(() => {
+        if (this.loading.get(logical) === load) this.loading.delete(logical);
+      });
+      load = { chunk, slice };
+      this.loading.set(logical, load);
+    }
+    const slice = await load.slice;
+    if (this.status(logical) !== ChunkStatus.partial || this.chunk(logical) !== chunk) return null;
+    return this.bitmaps.insertClean(logical, slice);
+  }
+
+  /** A fresh all-zero slice for a chunk entering status 11. */
+  installSlice(logical: number): Uint8Array {
+    const slice = new Uint8Array(this.geo.sliceBytes);
+    this.bitmaps.install(logical, slice);
+    return slice;
+  }
+
+  sliceChanged(logical: number, slice: Uint8Array): void {
+    this.bitmaps.markDirty(logical, slice);
+  }
+
+  dropSlice(logical: number): void {
+    this.bitmaps.drop(logical);
+  }
+
+  /** Makes every change so far durable; see the invariants above. */
+  flush(): Promise<void> {
+    if (this.queued) return this.queued;
+    if (!this.running) return this.startFlush();
+    const next = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        return this.startFlush();
+      });
+    this.queued = next;
+    return next;
+  }
+
+  private startFlush(): Promise<void> {
+    const run: Promise<void> = this.runFlush().finally(() => {
+      if (this.running === run) this.running = null;
+    });
+    this.running = run;
+    return run;
+  }
+
+  private async runFlush(): Promise<void> {
+    const snap = this.snapshot();
+    try {
+      await this.file.sync();
+      if (snap.detach.length > 0) {
+        await this.detachOnDisk(snap.detach);
+        await this.file.sync();
+      }
+      if (snap.bitmapWrites.length > 0) {
+        await writeAll(this.file, snap.bitmapWrites);
+        await this.file.sync();
+      }
+      if (snap.tableWrites.length > 0) {
+        await writeAll(this.file, snap.tableWrites);
+        await this.file.sync();
+      }
+      if (snap.directory) await this.commitDirectory(snap.directory);
+    } catch (err) {
+      this.restore(snap);
+      throw err;
+    }
+    this.allocator.commit(snap.retired);
+    this.bitmaps.settle(snap.slices, true);
+  }
+
+  /** Copies every dirty piece of the map and clears the dirty marks (invariant 2). */
+  private snapshot(): Snapshot {
+    const geo = this.geo;
+    const retired = this.allocator.takeRetired();
+    const slices = this.bitmaps.takeDirty();
+    const newTables = [...this.newTables];
+    const newGroups = [...this.newBitmapGroups];
+    const pieces = [...this.dirtyPieces].map(([t, set]) => [t, [...set]] as const);
+    const directory = this.directoryDirty ? Float64Array.from(this.tableChunks) : null;
+    const detach = [...this.detached].filter(
+      (l) => this.status(l) === ChunkStatus.partial && !this.newTables.has(addressOf(geo, l).table),
+    );
+    this.newTables.clear();
+    this.newBitmapGroups.clear();
+    this.dirtyPieces.clear();
+    this.detached.clear();
+    this.directoryDirty = false;
+
+    const tableWrites: PendingWrite[] = [];
+    for (const t of newTables) {
+      const copy = Buffer.from(this.tables.get(t) as Buffer);
+      tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize, whole: true, bytes: () => copy });
+    }
+    for (const [t, list] of pieces) {
+      const table = this.tables.get(t) as Buffer;
+      for (const p of list) {
+        const copy = Buffer.from(table.subarray(p * this.pieceBytes, (p + 1) * this.pieceBytes));
+        tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize + p * this.pieceBytes, whole: false, bytes: () => copy });
+      }
+    }
+
+    const groupImages = new Map<number, DirtySlice[]>(newGroups.map((g) => [g, []]));
+    const bitmapWrites: PendingWrite[] = [];
+    for (const s of slices) {
+      const a = addressOf(geo, s.logical);
+      const group = groupImages.get(a.table * geo.groupsPerTable + a.group);
+      if (group) {
+        group.push(s);
+        continue;
+      }
+      const bitmap = bitmapChunkAt(this.tables.get(a.table) as Buffer, a.bitmapEntryOffset);
+      bitmapWrites.push({ position: bitmap * geo.chunkSize + a.sliceOffset, whole: false, bytes: () => s.bytes });
+    }
+    for (const [id, members] of groupImages) {
+      const t = Math.floor(id / geo.groupsPerTable);
+      const g = id - t * geo.groupsPerTable;
+      const first = addressOf(geo, firstChunkOfGroup(geo, t, g));
+      const bitmap = bitmapChunkAt(this.tables.get(t) as Buffer, first.bitmapEntryOffset);
+      // A new bitmap chunk is written whole: it may be a reused chunk full of old bytes.
+      bitmapWrites.push({
+        position: bitmap * geo.chunkSize,
+        whole: true,
+        bytes: () => {
+          const image = Buffer.alloc(geo.chunkSize);
+          for (const s of members) image.set(s.bytes, addressOf(geo, s.logical).sliceOffset);
+          return image;
+        },
+      });
+    }
+    return { retired, slices, newTables, newGroups, pieces, directory, detach, tableWrites, bitmapWrites };
+  }
+
+  /** Puts a failed flush's changes back, so the next flush writes them again. */
+  private restore(snap: Snapshot): void {
+    this.allocator.restore(snap.retired);
+    this.bitmaps.settle(snap.slices, false);
+    for (const t of snap.newTables) {
+      this.newTables.add(t);
+      this.dirtyPieces.delete(t);
+    }
+    for (const g of snap.newGroups) this.newBitmapGroups.add(g);
+    for (const [t, list] of snap.pieces) {
+      if (this.newTables.has(t)) continue;
+      const set = this.dirtyPieces.get(t) ?? new Set<number>();
+      for (const p of list) set.add(p);
+      this.dirtyPieces.set(t, set);
+    }
+    for (const l of snap.detach) this.detached.add(l);
+    if (snap.directory) this.directoryDirty = true;
+  }
+
+  /** Invariant 3: on-disk entries still 11 of chunks that changed chunk become 10 first. */
+  private async detachOnDisk(logicals: readonly number[]): Promise<void> {
+    const byPiece = new Map<number, number[]>();
+    for (const l of logicals) {
+      const a = addressOf(this.geo, l);
+      const position = this.tableChunks[a.table] * this.geo.chunkSize + a.entryOffset;
+      const piece = position - (position % this.pieceBytes);
+      byPiece.set(piece, [...(byPiece.get(piece) ?? []), position - piece]);
+    }
+    for (const [piece, offsets] of byPiece) {
+      const buf = Buffer.alloc(this.pieceBytes);
+      await this.file.read(buf, piece);
+      let changed = false;
+      for (const off of offsets) {
+        if (entryStatus(buf, off) !== ChunkStatus.partial) continue;
+        writeEntry(buf, off, ChunkStatus.discarded, 0);
+        changed = true;
+      }
+      if (changed) await this.file.write(buf, piece);
+    }
+  }
+
+  /** Invariant 4: body of the inactive copy, sync, then its new sequence, sync. */
+  private async commitDirectory(tables: Float64Array): Promise<void> {
+    const target = this.active === 0 ? 1 : 0;
+    const offset = this.directoryOffsets[target];
+    await this.file.write(encodeDirectoryBody(tables), offset + 8);
+    await this.file.sync();
+    const sequence = this.sequences[this.active] + 1n;
+    await this.file.write(encodeSequence(sequence), offset);
+    await this.file.sync();
+    this.sequences[target] = sequence;
+    this.active = target;
+  }
+
+  private createTable(t: number): Buffer {
+    const table = Buffer.alloc(this.geo.chunkSize);
+    this.tables.set(t, table);
+    this.tableChunks[t] = this.allocator.allocate();
+    this.newTables.add(t);
+    this.directoryDirty = true;
+    return table;
+  }
+
+  private touch(t: number, offset: number): void {
+    if (this.newTables.has(t)) return;
+    let set = this.dirtyPieces.get(t);
+    if (!set) {
+      set = new Set();
+      this.dirtyPieces.set(t, set);
+    }
+    set.add(Math.floor(offset / this.pieceBytes));
+  }
+
+  private async readSlice(logical: number): Promise<Uint8Array> {
+    const a = addressOf(this.geo, logical);
+    const table = this.tables.get(a.table);
+    const bitmap = table ? bitmapChunkAt(table, a.bitmapEntryOffset) : 0;
+    if (bitmap === 0) {
+      throw new CorruptedImageError(this.file.path, `logical chunk ${logical} is partly written but its group has no bitmap chunk`);
+    }
+    const slice = new Uint8Array(this.geo.sliceBytes);
+    const position = bitmap * this.geo.chunkSize + a.sliceOffset;
+    await this.file.read(slice, position);
+    const bad = firstInvalidSector(slice);
+    if (bad >= 0) {
+      throw new CorruptedImageError(
+        this.file.path,
+        `bitmap of logical chunk ${logical} (chunk ${bitmap}, byte ${hex(position)}) has the invalid state 11 for sector ${bad}`,
+      );
+    }
+    return slice;
+  }
+
+  private countDataChunks(): number {
+    let n = 0;
+    for (const [t, table] of this.tables) {
+      for (let k = 0; k < this.geo.chunksPerTable; k++) {
+        const logical = t * this.geo.chunksPerTable + k;
+        if (logical !== this.metadataChunk && isData(entryStatus(table, dataEntryOffset(this.geo, k)))) n++;
+      }
+    }
+    return n;
+  }
+}
+
+interface Snapshot {
+  readonly retired: ReturnType<ChunkAllocator['takeRetired']>;
+  readonly slices: DirtySlice[];
+  readonly newTables: number[];
+  readonly newGroups: number[];
+  readonly pieces: ReadonlyArray<readonly [number, readonly number[]]>;
+  readonly directory: Float64Array | null;
+  readonly detach: number[];
+  readonly tableWrites: PendingWrite[];
+  readonly bitmapWrites: PendingWrite[];
+}
+
+function isData(status: ChunkStatus): 0 | 1 {
+  return status === ChunkStatus.full || status === ChunkStatus.partial ? 1 : 0;
+}
+
+/**
+ * Writes everything of one phase, a bounded number at a time; chunk-sized buffers (new tables,
+ * new bitmap chunks) are built just in time and fewer of them are in flight, to bound memory.
+ */
+async function writeAll(file: BlockFile, writes: readonly PendingWrite[]): Promise<void> {
+  await Promise.all([
+    runLimited(file, writes.filter((w) => w.whole), CHUNK_WRITE_CONCURRENCY),
+    runLimited(file, writes.filter((w) => !w.whole), WRITE_CONCURRENCY),
+  ]);
+}
+
+async function runLimited(file: BlockFile, writes: readonly PendingWrite[], lanes: number): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < writes.length) {
+      const w = writes[next++];
+      await file.write(w.bytes(), w.position);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(lanes, writes.length) }, lane));
+}
