@@ -7,6 +7,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { StackbdError } from '../block/errors.js';
 import { ConfigError } from '../server/config.js';
+import { TlsConfigError } from '../server/tls.js';
 import { appendCommand } from './append.js';
 import { checkCommand } from './check.js';
 import { commitCommand } from './commit.js';
@@ -24,7 +25,7 @@ function packageVersion(): string {
 }
 
 function describeFailure(err: unknown): string {
-  if (err instanceof StackbdError || err instanceof UsageError || err instanceof ConfigError) return err.message;
+  if (err instanceof StackbdError || err instanceof UsageError || err instanceof ConfigError || err instanceof TlsConfigError) return err.message;
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string' && e.message) return e.message;
   return err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -57,7 +58,7 @@ export async function main(argv: string[]): Promise<void> {
     await cli.parseAsync();
   } catch (err) {
     process.stderr.write(`stackbd: ${describeFailure(err)}\n`);
-    process.exitCode = err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
+    process.exitCode = err instanceof UsageError || err instanceof ConfigError || err instanceof TlsConfigError ? 2 : 1;
   }
 }
 

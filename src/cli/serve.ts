@@ -9,9 +9,22 @@ import { loadConfig } from '../server/config.js';
 import { Export } from '../server/export.js';
 import { NbdServer } from '../server/server.js';
 import { UsageError } from './usage-error.js';
+import { parseAllowList } from './allow-list.js';
+import { parseSize } from './size.js';
+import { loadTlsSettings, type TlsMode } from '../server/tls.js';
 
 interface ServeArgs {
   config?: string;
+  tls: TlsMode;
+  'tls-cert'?: string;
+  'tls-key'?: string;
+  'tls-ca'?: string;
+  'tls-psk'?: string;
+  'max-connections': number;
+  allow?: string[];
+  'socket-mode'?: string;
+  'handshake-timeout': number;
+  'max-in-flight': string;
   listen?: string[];
   socket?: string[];
   export?: string[];
@@ -37,6 +50,16 @@ function builder(y: Argv): Argv<ServeArgs> {
       type: 'number',
       describe: 'seconds between syncs of written data when clients send no FLUSH (0 = only on flush/close)',
     })
+    .option('tls', { choices: ['off', 'on', 'require'] as const, default: 'off' as TlsMode, describe: 'STARTTLS: off, offered (on), or required' })
+    .option('tls-cert', { type: 'string', describe: 'server certificate (PEM)' })
+    .option('tls-key', { type: 'string', describe: 'server private key (PEM)' })
+    .option('tls-ca', { type: 'string', describe: 'CA certificate (PEM): clients must present a certificate it signed' })
+    .option('tls-psk', { type: 'string', describe: 'pre-shared keys file, lines identity:hexkey (instead of certificates)' })
+    .option('max-connections', { type: 'number', default: 0, describe: 'refuse connections beyond this many (0 = no limit)' })
+    .option('allow', { type: 'string', array: true, describe: 'client address or CIDR allowed over TCP (repeatable; default all)' })
+    .option('socket-mode', { type: 'string', describe: 'file mode of unix sockets, octal, e.g. 660' })
+    .option('handshake-timeout', { type: 'number', default: 30, describe: 'seconds a client may take to finish negotiation' })
+    .option('max-in-flight', { type: 'string', default: '64M', describe: 'bytes of requests in flight per connection before reading pauses' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'log level (logs go to stderr)' })
     .option('demo', { type: 'boolean', default: false, describe: 'serve the demo image (created if missing)' })
     .option('demo-dir', { type: 'string', default: '.demo', describe: 'where the demo image lives' }) as unknown as Argv<ServeArgs>;
@@ -55,6 +78,20 @@ async function handler(args: ServeArgs): Promise<void> {
   if (tcp.length === 0 && sockets.length === 0) tcp.push(parseListenAddress('127.0.0.1:10809'));
   const syncInterval = args['sync-interval'] ?? config?.syncInterval ?? 5;
   if (!(syncInterval >= 0)) throw new UsageError('--sync-interval must be 0 or more seconds');
+
+  const tls = await loadTlsSettings({
+    mode: args.tls,
+    cert: args['tls-cert'],
+    key: args['tls-key'],
+    ca: args['tls-ca'],
+    pskFile: args['tls-psk'],
+  });
+  const allow = parseAllowList(args.allow ?? []);
+  const socketMode = args['socket-mode'] === undefined ? undefined : parseMode(args['socket-mode']);
+  if (!(args['handshake-timeout'] > 0)) throw new UsageError('--handshake-timeout must be more than 0 seconds');
+  if (!(args['max-connections'] >= 0)) throw new UsageError('--max-connections must be 0 (no limit) or more');
+  const maxInFlight = parseSize(args['max-in-flight']);
+  if (maxInFlight < 1024 * 1024) throw new UsageError('--max-in-flight must be at least 1M');
 
   let specs: PlannedExport[] = [
     ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description })),
@@ -94,19 +131,28 @@ async function handler(args: ServeArgs): Promise<void> {
     throw err;
   }
 
-  const server = new NbdServer(exports, { logger: log });
+  const server = new NbdServer(exports, {
+    logger: log,
+    tls,
+    maxConnections: args['max-connections'],
+    allow,
+    ...(socketMode !== undefined ? { socketMode } : {}),
+    session: { negotiationTimeoutMs: args['handshake-timeout'] * 1000, maxBytesInFlight: maxInFlight },
+  });
   const uris: string[] = [];
   try {
     for (const address of tcp) {
       const bound = await server.listenTcp(address.host, address.port);
       const hostPort = formatHostPort(bound.address, bound.port);
       log.info({ address: hostPort, tcp: { host: bound.address, port: bound.port } }, 'listening');
-      for (const spec of specs) uris.push(`nbd://${hostPort}/${encodeURIComponent(spec.name)}`);
+      const scheme = tls ? 'nbds' : 'nbd';
+      for (const spec of specs) uris.push(`${scheme}://${hostPort}/${encodeURIComponent(spec.name)}`);
     }
     for (const path of sockets) {
       await server.listenUnix(path);
       log.info({ address: path, unix: path }, 'listening');
-      for (const spec of specs) uris.push(`nbd+unix:///${encodeURIComponent(spec.name)}?socket=${path}`);
+      const scheme = tls ? 'nbds+unix' : 'nbd+unix';
+      for (const spec of specs) uris.push(`${scheme}:///${encodeURIComponent(spec.name)}?socket=${path}`);
     }
   } catch (err) {
     await server.close();
@@ -136,6 +182,11 @@ async function handler(args: ServeArgs): Promise<void> {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
+}
+
+function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`--socket-mode ${text}: expected an octal mode like 660`);
+  return parseInt(text, 8);
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {

@@ -32,6 +32,7 @@ import {
 } from '../nbd/handshake.js';
 import type { Export } from './export.js';
 import { CONTEXT_IDS, contextKind, matchContexts, type ContextKind } from './meta-contexts.js';
+import type { TlsSettings } from './tls.js';
 
 /** A violation that cannot be answered: the connection is closed. */
 export class ProtocolError extends Error {
@@ -47,6 +48,8 @@ export interface NegotiationIO {
   /** Resolves with exactly `n` bytes; rejects when the connection closes first. */
   read(n: number): Promise<Buffer>;
   write(buf: Buffer): void;
+  /** After STARTTLS's ACK: runs the TLS handshake; later reads and writes are encrypted. */
+  startTls(settings: TlsSettings): Promise<void>;
 }
 
 export interface ExportDirectory {
@@ -57,6 +60,7 @@ export interface ExportDirectory {
 export interface NegotiationPolicy {
   shuttingDown(): boolean;
   blockSize: BlockSizeConstraints;
+  tls: TlsSettings | null;
 }
 
 export interface Negotiated {
@@ -78,6 +82,7 @@ interface State {
   noZeroes: boolean;
   contexts: Map<number, { kind: ContextKind; name: string }>;
   contextsExport: string | null;
+  secured: boolean;
 }
 
 export async function negotiate(
@@ -97,6 +102,7 @@ export async function negotiate(
     noZeroes: (clientFlags & ClientFlag.NO_ZEROES) !== 0,
     contexts: new Map(),
     contextsExport: null,
+    secured: false,
   };
   for (;;) {
     const header = decodeOptionHeader(await io.read(Size.OPTION_HEADER));
@@ -112,6 +118,12 @@ export async function negotiate(
     if (header.option === Option.ABORT) {
       reply(OptionReply.ACK);
       throw new NegotiationAborted('client sent ABORT');
+    }
+    if (policy.tls?.mode === 'require' && !state.secured && header.option !== Option.STARTTLS) {
+      // Nothing about the exports leaks before TLS, not even whether a name exists.
+      if (header.option === Option.EXPORT_NAME) throw new ProtocolError('EXPORT_NAME before TLS on a server that requires TLS');
+      error(OptionReply.ERR_TLS_REQD, 'this server requires TLS: send STARTTLS first');
+      continue;
     }
     if (policy.shuttingDown()) {
       if (header.option === Option.EXPORT_NAME) throw new ProtocolError('server is shutting down');
@@ -203,9 +215,22 @@ export async function negotiate(
           reply(OptionReply.ACK);
           break;
         }
-        case Option.STARTTLS:
-          error(OptionReply.ERR_UNSUP, 'TLS is not configured on this server');
+        case Option.STARTTLS: {
+          if (!policy.tls) error(OptionReply.ERR_UNSUP, 'TLS is not configured on this server');
+          else if (state.secured) error(OptionReply.ERR_INVALID, 'TLS is already running');
+          else if (data.length > 0) error(OptionReply.ERR_INVALID, 'STARTTLS takes no data');
+          else {
+            reply(OptionReply.ACK);
+            await io.startTls(policy.tls);
+            // Everything negotiated in the clear is forgotten.
+            state.structured = false;
+            state.extended = false;
+            state.contexts = new Map();
+            state.contextsExport = null;
+            state.secured = true;
+          }
           break;
+        }
         default:
           error(OptionReply.ERR_UNSUP, `option ${header.option} is not supported`);
       }

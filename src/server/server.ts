@@ -10,10 +10,18 @@ import type { Logger } from 'pino';
 import type { Export } from './export.js';
 import { DEFAULT_BLOCK_SIZE, type ExportDirectory, type NegotiationPolicy } from './negotiation.js';
 import { DEFAULT_SESSION_OPTIONS, Session, type SessionOptions } from './session.js';
+import type { TlsSettings } from './tls.js';
 
 export interface ServerOptions {
   logger: Logger;
   session?: Partial<SessionOptions>;
+  tls?: TlsSettings | null;
+  /** Connections beyond this many are closed at once (0 = no limit). */
+  maxConnections?: number;
+  /** Only TCP clients whose address is in this list are served (unix sockets always are). */
+  allow?: net.BlockList | null;
+  /** File mode of unix sockets, e.g. 0o660. */
+  socketMode?: number;
 }
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -33,7 +41,7 @@ export class NbdServer implements ExportDirectory {
     private readonly options: ServerOptions,
   ) {
     for (const exp of exports) this.addExport(exp);
-    this.policy = { shuttingDown: () => this.closing !== null, blockSize: DEFAULT_BLOCK_SIZE };
+    this.policy = { shuttingDown: () => this.closing !== null, blockSize: DEFAULT_BLOCK_SIZE, tls: options.tls ?? null };
     this.sessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...options.session };
   }
 
@@ -64,6 +72,7 @@ export class NbdServer implements ExportDirectory {
     await removeStaleSocket(path);
     await this.listen((server) => server.listen(path));
     this.unixPaths.push(path);
+    if (this.options.socketMode !== undefined) await fs.chmod(path, this.options.socketMode);
   }
 
   private listen(start: (server: net.Server) => void): Promise<net.Server> {
@@ -86,7 +95,20 @@ export class NbdServer implements ExportDirectory {
       return;
     }
     const id = this.nextConnectionId++;
-    const log = this.options.logger.child({ conn: id, peer: socket.remoteAddress ?? 'unix' });
+    const peer = socket.remoteAddress;
+    const log = this.options.logger.child({ conn: id, peer: peer ?? 'unix' });
+    const allow = this.options.allow;
+    if (allow && peer && !allow.check(peer.replace(/^::ffff:/, ''), net.isIPv6(peer.replace(/^::ffff:/, '')) ? 'ipv6' : 'ipv4')) {
+      log.info('refused: address not allowed');
+      socket.destroy();
+      return;
+    }
+    const max = this.options.maxConnections ?? 0;
+    if (max > 0 && this.sessions.size >= max) {
+      log.info({ max }, 'refused: too many connections');
+      socket.destroy();
+      return;
+    }
     log.debug('connection');
     const session = new Session(socket, this, this.policy, log, this.sessionOptions);
     this.sessions.add(session);

@@ -12,6 +12,7 @@
  *   that vanishes mid-reply is harmless: its requests finish, their replies are dropped.
  */
 import type { Socket } from 'node:net';
+import { upgradeToTls, type TlsSettings } from './tls.js';
 import type { Logger } from 'pino';
 import { ByteQueue } from '../nbd/byte-queue.js';
 import { Command, Limits } from '../nbd/constants.js';
@@ -54,7 +55,7 @@ export class Session implements ReplySink {
   readonly done: Promise<void>;
 
   constructor(
-    private readonly socket: Socket,
+    private socket: Socket,
     private readonly exports: ExportDirectory,
     private readonly policy: NegotiationPolicy,
     private readonly log: Logger,
@@ -65,14 +66,31 @@ export class Session implements ReplySink {
     });
   }
 
+  private readonly onDataListener = (chunk: Buffer): void => this.onData(chunk);
+  private readonly onDrainListener = (): void => this.maybeResume();
+
   start(): void {
     const socket = this.socket;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', this.onDataListener);
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
     socket.on('close', () => this.onClose());
-    socket.on('drain', () => this.maybeResume());
+    socket.on('drain', this.onDrainListener);
     void this.runNegotiation();
+  }
+
+  /** Moves the session onto a TLS socket wrapped around the plain one. */
+  private async startTls(settings: TlsSettings): Promise<void> {
+    if (this.queue.length > 0) throw new ProtocolError('client sent data before the TLS handshake');
+    const plain = this.socket;
+    plain.off('data', this.onDataListener);
+    plain.off('drain', this.onDrainListener);
+    const secure = await upgradeToTls(plain, settings);
+    secure.on('error', (err) => this.log.debug({ err: err.message }, 'TLS error'));
+    secure.on('data', this.onDataListener);
+    secure.on('drain', this.onDrainListener);
+    this.socket = secure;
+    this.log.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher().name }, 'TLS established');
   }
 
   private async runNegotiation(): Promise<void> {
@@ -81,7 +99,11 @@ export class Session implements ReplySink {
       this.socket.destroy();
     }, this.options.negotiationTimeoutMs);
     try {
-      const io = { read: (n: number) => this.read(n), write: (b: Buffer) => this.writeRaw(b) };
+      const io = {
+        read: (n: number) => this.read(n),
+        write: (b: Buffer) => this.writeRaw(b),
+        startTls: (settings: TlsSettings) => this.startTls(settings),
+      };
       const negotiated = await negotiate(io, this.exports, this.policy, this.log);
       clearTimeout(timer);
       if (this.phase !== 'negotiating') return;
