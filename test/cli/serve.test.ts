@@ -1,24 +1,14 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/client.js';
-import { STACKBD_BIN, spawnServer } from '../helpers/spawn-server.js';
+import { runStackbd, type CommandResult } from '../helpers/run-command.js';
+import { spawnServer } from '../helpers/spawn-server.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
-const run = promisify(execFile);
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [STACKBD_BIN, ...args], { timeout: 20_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]): Promise<CommandResult> => runStackbd(args);
 
 describe('stackbd serve (the real CLI)', () => {
   let dir: string;

@@ -1,25 +1,15 @@
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/client.js';
-import { STACKBD_BIN, spawnServer } from '../helpers/spawn-server.js';
+import { runStackbd, type CommandResult } from '../helpers/run-command.js';
+import { spawnServer } from '../helpers/spawn-server.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [STACKBD_BIN, ...args], { timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]): Promise<CommandResult> => runStackbd(args);
 
 async function ok(args: string[]): Promise<string> {
   const r = await cli(args);

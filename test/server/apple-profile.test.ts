@@ -4,18 +4,16 @@
  * never FLUSH, and an abrupt disconnect in the middle of writes followed by an immediate
  * reconnect. The export is a stack (RAW base + ASIF overlay) served by the real CLI.
  */
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/client.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
-import { STACKBD_BIN, spawnServer } from '../helpers/spawn-server.js';
+import { runStackbd } from '../helpers/run-command.js';
+import { spawnServer } from '../helpers/spawn-server.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 
@@ -33,7 +31,7 @@ describe("Apple's client profile", () => {
     base = path.join(dir, 'base.raw');
     overlay = path.join(dir, 'overlay.asif');
     await fs.writeFile(base, randomBytes(SIZE));
-    await run(process.execPath, [STACKBD_BIN, 'append', base, '--new', overlay]);
+    expect((await runStackbd(['append', base, '--new', overlay])).code).toBe(0);
   });
   afterAll(() => removeDir(dir));
 
@@ -90,11 +88,8 @@ describe("Apple's client profile", () => {
     } finally {
       await image.close();
     }
-    const check = await run(process.execPath, [STACKBD_BIN, 'check', overlay]).then(
-      () => 0,
-      (e: { code: number }) => e.code,
-    );
-    expect(check).toBeLessThanOrEqual(1);
+    const check = await runStackbd(['check', overlay]);
+    expect(check.code, check.stdout).toBeLessThanOrEqual(1);
     expect(createHash('sha256').update(await fs.readFile(base)).digest('hex')).toBe(baseHash);
   });
 });

@@ -2,32 +2,25 @@
  * NBD STARTTLS with real clients: X.509 (with required client certificates) and PSK, in
  * "on" and "require" modes; a plaintext client never gets a byte of an export in require mode.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Option, OptionReply } from '../../src/nbd/constants.js';
 import { encodeInfoRequest, encodeOption } from '../../src/nbd/handshake.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import { requireTool } from '../helpers/require-tool.js';
+import { runCommand } from '../helpers/run-command.js';
 import { RawConnection } from '../helpers/raw-connection.js';
 import { spawnServer, type SpawnedServer } from '../helpers/spawn-server.js';
 import { makeTlsFixtures, type TlsFixtures } from '../helpers/tls-fixtures.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
-const run = promisify(execFile);
 const SIZE = 4 * 1024 * 1024;
 
 async function tool(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
-  try {
-    const { stdout, stderr } = await run(cmd, args, { timeout: 30_000 });
-    return { code: 0, out: stdout + stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code ?? 1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
-  }
+  const r = await runCommand(cmd, args, 30_000);
+  return { code: r.code, out: r.stdout + r.stderr };
 }
 
 async function optionReply(c: RawConnection): Promise<number> {
