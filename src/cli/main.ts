@@ -13,11 +13,12 @@ import { checkCommand } from './check.js';
 import { commitCommand } from './commit.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
+import { ctlCommand } from './ctl.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
 import { serveCommand } from './serve.js';
 import { truncateCommand } from './truncate.js';
-import { UsageError } from './usage-error.js';
+import { CommandFailed, UsageError } from './usage-error.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -25,7 +26,9 @@ function packageVersion(): string {
 }
 
 function describeFailure(err: unknown): string {
-  if (err instanceof StackbdError || err instanceof UsageError || err instanceof ConfigError || err instanceof TlsConfigError) return err.message;
+  if (err instanceof StackbdError || err instanceof UsageError || err instanceof CommandFailed || err instanceof ConfigError || err instanceof TlsConfigError) {
+    return err.message;
+  }
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string' && e.message) return e.message;
   return err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -44,6 +47,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(truncateCommand)
     .command(commitCommand)
     .command(convertCommand)
+    .command(ctlCommand)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .version(packageVersion())

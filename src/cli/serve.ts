@@ -1,17 +1,20 @@
 /** `stackbd serve`: serves images and stacks over NBD until SIGINT or SIGTERM. */
+import fs from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
 import type { Argv, CommandModule } from 'yargs';
-import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
-import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
-import { parseExportSpec, type ExportSpec } from './export-spec.js';
-import { prepareDemo } from './demo.js';
-import { DiskImage } from '../stack/disk-image.js';
 import { loadConfig } from '../server/config.js';
-import { Export } from '../server/export.js';
-import { NbdServer } from '../server/server.js';
-import { UsageError } from './usage-error.js';
-import { parseAllowList } from './allow-list.js';
-import { parseSize } from './size.js';
+import type { Export } from '../server/export.js';
+import { NbdServer, removeStaleSocket } from '../server/server.js';
 import { loadTlsSettings, type TlsMode } from '../server/tls.js';
+import { parseAllowList } from './allow-list.js';
+import { prepareDemo } from './demo.js';
+import { parseExportSpec, type ExportSpec } from './export-spec.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
+import { openExport } from './open-export.js';
+import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
+import { parseSize } from './size.js';
+import { inheritedListenFds } from './socket-activation.js';
+import { UsageError } from './usage-error.js';
 
 interface ServeArgs {
   config?: string;
@@ -25,6 +28,9 @@ interface ServeArgs {
   'socket-mode'?: string;
   'handshake-timeout': number;
   'max-in-flight': string;
+  'admin-socket'?: string;
+  'admin-listen'?: string;
+  'admin-token-file'?: string;
   listen?: string[];
   socket?: string[];
   export?: string[];
@@ -60,6 +66,9 @@ function builder(y: Argv): Argv<ServeArgs> {
     .option('socket-mode', { type: 'string', describe: 'file mode of unix sockets, octal, e.g. 660' })
     .option('handshake-timeout', { type: 'number', default: 30, describe: 'seconds a client may take to finish negotiation' })
     .option('max-in-flight', { type: 'string', default: '64M', describe: 'bytes of requests in flight per connection before reading pauses' })
+    .option('admin-socket', { type: 'string', describe: 'serve the admin API (and /metrics) on this unix socket' })
+    .option('admin-listen', { type: 'string', describe: 'serve the admin API on this loopback HOST:PORT (needs --admin-token-file)' })
+    .option('admin-token-file', { type: 'string', describe: 'file holding the bearer token for the admin API over TCP' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'log level (logs go to stderr)' })
     .option('demo', { type: 'boolean', default: false, describe: 'serve the demo image (created if missing)' })
     .option('demo-dir', { type: 'string', default: '.demo', describe: 'where the demo image lives' }) as unknown as Argv<ServeArgs>;
@@ -71,7 +80,24 @@ interface PlannedExport extends ExportSpec {
 }
 
 async function handler(args: ServeArgs): Promise<void> {
-  const log = createLogger(args['log-level']);
+  const log = await createLogger(args['log-level']);
+  // Signals are caught from the start: one that arrives while exports open still ends in an
+  // orderly shutdown once they are open.
+  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
+  const stopRequested = new Promise<NodeJS.Signals>((resolve) => {
+    signalled = resolve;
+  });
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    stopping = true;
+    signalled(signal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const config = args.config ? await loadConfig(args.config) : null;
   const tcp: TcpAddress[] = [...(config?.listen ?? []), ...(args.listen ?? [])].map(parseListenAddress);
   const sockets = [...(config?.socket ?? []), ...(args.socket ?? [])];
@@ -93,6 +119,14 @@ async function handler(args: ServeArgs): Promise<void> {
   const maxInFlight = parseSize(args['max-in-flight']);
   if (maxInFlight < 1024 * 1024) throw new UsageError('--max-in-flight must be at least 1M');
 
+  const adminListen = args['admin-listen'] ? parseListenAddress(args['admin-listen']) : null;
+  if (adminListen && !['127.0.0.1', '::1', 'localhost'].includes(adminListen.host)) {
+    throw new UsageError('--admin-listen must be a loopback address (127.0.0.1 or [::1]); use --admin-socket otherwise');
+  }
+  if (adminListen && !args['admin-token-file']) throw new UsageError('--admin-listen needs --admin-token-file');
+  const adminToken = args['admin-token-file'] ? await readToken(args['admin-token-file']) : undefined;
+  const inherited = inheritedListenFds(process.env, process.pid);
+
   let specs: PlannedExport[] = [
     ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description })),
     ...(args.export ?? []).map(parseExportSpec).map((e) => ({ ...e, readOnly: args['read-only'] })),
@@ -108,23 +142,11 @@ async function handler(args: ServeArgs): Promise<void> {
     names.add(spec.name);
   }
 
+  const defaults = { syncIntervalMs: syncInterval * 1000, log };
   const exports: Export[] = [];
   try {
     for (const spec of specs) {
-      const image = await DiskImage.open(spec.paths, {
-        mode: spec.readOnly ? 'readOnly' : 'readWrite',
-        readOnlyWhenCacheTop: true,
-        stack: { onCacheFillError: (err) => log.warn({ export: spec.name, err }, 'cache fill failed') },
-      });
-      exports.push(
-        new Export(image.stack, {
-          name: spec.name,
-          description: spec.description ?? spec.paths.join(' <- '),
-          syncIntervalMs: syncInterval * 1000,
-          logger: log,
-        }),
-      );
-      log.info({ export: spec.name, layers: spec.paths, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');
+      exports.push(await openExport({ name: spec.name, layers: spec.paths, readOnly: spec.readOnly, description: spec.description }, defaults));
     }
   } catch (err) {
     await Promise.allSettled(exports.map((e) => e.close()));
@@ -139,22 +161,55 @@ async function handler(args: ServeArgs): Promise<void> {
     ...(socketMode !== undefined ? { socketMode } : {}),
     session: { negotiationTimeoutMs: args['handshake-timeout'] * 1000, maxBytesInFlight: maxInFlight },
   });
+  let admin: FastifyInstance | null = null;
   const uris: string[] = [];
+  const addUris = (tcpHostPort: string | null, unixPath: string | null): void => {
+    for (const spec of specs) {
+      const name = encodeURIComponent(spec.name);
+      if (tcpHostPort) uris.push(`${tls ? 'nbds' : 'nbd'}://${tcpHostPort}/${name}`);
+      if (unixPath) uris.push(`${tls ? 'nbds+unix' : 'nbd+unix'}:///${name}?socket=${unixPath}`);
+    }
+  };
   try {
+    // systemd hands over its sockets; the default TCP address is only used without them.
+    if (inherited.length > 0 && !args.listen && !config?.listen.length && !args.socket) tcp.splice(0);
+    for (const fd of inherited) {
+      const bound = await server.listenFd(fd);
+      log.info({ fd, address: typeof bound === 'string' ? bound : formatHostPort(bound.address, bound.port) }, 'listening');
+      if (typeof bound !== 'string') addUris(formatHostPort(bound.address, bound.port), null);
+    }
     for (const address of tcp) {
       const bound = await server.listenTcp(address.host, address.port);
       const hostPort = formatHostPort(bound.address, bound.port);
       log.info({ address: hostPort, tcp: { host: bound.address, port: bound.port } }, 'listening');
-      const scheme = tls ? 'nbds' : 'nbd';
-      for (const spec of specs) uris.push(`${scheme}://${hostPort}/${encodeURIComponent(spec.name)}`);
+      addUris(hostPort, null);
     }
     for (const path of sockets) {
       await server.listenUnix(path);
       log.info({ address: path, unix: path }, 'listening');
-      const scheme = tls ? 'nbds+unix' : 'nbd+unix';
-      for (const spec of specs) uris.push(`${scheme}:///${encodeURIComponent(spec.name)}?socket=${path}`);
+      addUris(null, path);
+    }
+    if (args['admin-socket'] || adminListen) {
+      // Loaded only when asked for: fastify and prom-client cost startup time.
+      const { buildAdminApi } = await import('../server/admin-api.js');
+      const { ServerMetrics } = await import('../server/metrics.js');
+      const metrics = new ServerMetrics(server);
+      admin = buildAdminApi({ server, metrics, logger: log, token: adminToken, openExport: (request) => openExport(request, defaults) });
+      if (args['admin-socket']) {
+        await removeStaleSocket(args['admin-socket']);
+        await admin.listen({ path: args['admin-socket'] });
+        await fs.chmod(args['admin-socket'], 0o600);
+        log.info({ admin: args['admin-socket'] }, 'admin API listening');
+      }
+      if (adminListen) {
+        await admin.listen({ host: adminListen.host, port: adminListen.port });
+        const address = admin.server.address();
+        const port = typeof address === 'object' && address ? address.port : adminListen.port;
+        log.info({ admin: formatHostPort(adminListen.host, port), adminTcp: { host: adminListen.host, port } }, 'admin API listening');
+      }
     }
   } catch (err) {
+    await admin?.close();
     await server.close();
     throw err;
   }
@@ -164,24 +219,23 @@ async function handler(args: ServeArgs): Promise<void> {
     console.log('Press Ctrl-C to stop.');
   }
 
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        log.warn({ signal }, 'second signal: exiting without waiting');
-        process.exit(1);
-      }
-      stopping = true;
-      log.info({ signal }, 'shutting down');
-      void server.close().then(resolve, (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
-        process.exitCode = 1;
-        resolve();
-      });
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  const signal = await stopRequested;
+  log.info({ signal }, 'shutting down');
+  try {
+    await admin?.close();
+    await server.close();
+  } catch (err) {
+    log.error({ err }, 'shutdown failed');
+    process.exitCode = 1;
+  }
+}
+
+async function readToken(file: string): Promise<string> {
+  const token = (await fs.readFile(file, 'utf8').catch(() => {
+    throw new UsageError(`--admin-token-file ${file}: cannot read it`);
+  })).trim();
+  if (token.length < 16) throw new UsageError(`--admin-token-file ${file}: the token must be at least 16 characters`);
+  return token;
 }
 
 function parseMode(text: string): number {

@@ -24,6 +24,7 @@ import {
 } from '../nbd/codec.js';
 import type { DepthRun } from '../stack/stack.js';
 import type { Export } from './export.js';
+import type { Operation } from './export-stats.js';
 import type { ContextKind } from './meta-contexts.js';
 
 /** Where replies go. Each call's buffers are written together, in order, nothing in between. */
@@ -129,11 +130,33 @@ function sendError(req: Request, conn: Connection, sink: ReplySink, errno: numbe
   else sink.send(encodeErrorChunk(conn.mode, req.cookie, req.offset, errno, message));
 }
 
+const OPERATION_OF: Readonly<Record<number, Operation>> = {
+  [Command.READ]: 'read',
+  [Command.WRITE]: 'write',
+  [Command.FLUSH]: 'flush',
+  [Command.TRIM]: 'trim',
+  [Command.CACHE]: 'cache',
+  [Command.WRITE_ZEROES]: 'zero',
+  [Command.BLOCK_STATUS]: 'block_status',
+};
+
+/** Runs one request and answers it; records its outcome and latency in the export's stats. */
 export async function dispatch(req: Request, conn: Connection, sink: ReplySink): Promise<void> {
+  const started = performance.now();
+  const errno = await execute(req, conn, sink);
+  const op = OPERATION_OF[req.type];
+  if (op) {
+    const bytes = req.type === Command.WRITE ? req.payload.length : req.length;
+    conn.export.stats.record(op, bytes, (performance.now() - started) / 1000, errno);
+  }
+}
+
+/** Validates, runs and answers a request; resolves with the NBD error number sent (0 = success). */
+async function execute(req: Request, conn: Connection, sink: ReplySink): Promise<number> {
   const rejection = validate(req, conn);
   if (rejection) {
     sendError(req, conn, sink, rejection.errno, rejection.message);
-    return;
+    return rejection.errno;
   }
   const exp = conn.export;
   const fua = (req.flags & CommandFlag.FUA) !== 0;
@@ -141,7 +164,7 @@ export async function dispatch(req: Request, conn: Connection, sink: ReplySink):
     switch (req.type) {
       case Command.READ:
         await handleRead(req, conn, sink);
-        return;
+        return 0;
       case Command.WRITE:
         if (req.payload.length > 0) await exp.write(req.payload, req.offset, { fua });
         break;
@@ -165,12 +188,14 @@ export async function dispatch(req: Request, conn: Connection, sink: ReplySink):
         break;
       case Command.BLOCK_STATUS:
         await handleBlockStatus(req, conn, sink);
-        return;
+        return 0;
     }
     sendOk(req, conn, sink);
+    return 0;
   } catch (err) {
-    exp.counters.errors++;
-    sendError(req, conn, sink, toNbdErrno(err), err instanceof Error ? err.message : String(err));
+    const errno = toNbdErrno(err);
+    sendError(req, conn, sink, errno, err instanceof Error ? err.message : String(err));
+    return errno;
   }
 }
 

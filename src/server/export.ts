@@ -10,6 +10,7 @@ import type { Run } from '../block/runs.js';
 import type { WriteOptions, ZeroOptions } from '../formats/layer.js';
 import { MetaContext, TransmissionFlag } from '../nbd/constants.js';
 import type { DepthRun, Stack } from '../stack/stack.js';
+import { ExportStats } from './export-stats.js';
 
 /** Overlapping-write ordering works on ranges rounded out to this, so that two writes into the
  * same sector (which a layer completes by read-modify-write) never interleave. */
@@ -23,36 +24,11 @@ export interface ExportOptions {
   logger?: Logger;
 }
 
-export interface ExportCounters {
-  reads: number;
-  readBytes: number;
-  writes: number;
-  writeBytes: number;
-  zeroes: number;
-  trims: number;
-  flushes: number;
-  caches: number;
-  blockStatus: number;
-  errors: number;
-  syncs: number;
-}
-
 export class Export {
   readonly name: string;
   readonly description: string;
-  readonly counters: ExportCounters = {
-    reads: 0,
-    readBytes: 0,
-    writes: 0,
-    writeBytes: 0,
-    zeroes: 0,
-    trims: 0,
-    flushes: 0,
-    caches: 0,
-    blockStatus: 0,
-    errors: 0,
-    syncs: 0,
-  };
+  readonly stats = new ExportStats();
+  private current: Stack;
   private readonly locks = new RangeLock();
   private connections = 0;
   private dirty = false;
@@ -61,14 +37,20 @@ export class Export {
   private closed = false;
 
   constructor(
-    readonly stack: Stack,
+    stack: Stack,
     private readonly options: ExportOptions,
   ) {
+    this.current = stack;
     this.name = options.name;
     this.description = options.description ?? '';
     const interval = options.syncIntervalMs ?? 0;
     this.timer = interval > 0 && !stack.readOnly ? setInterval(() => void this.syncIfDirty('timer'), interval) : null;
     this.timer?.unref();
+  }
+
+  /** The stack served now; a live snapshot replaces it with one that has a new top layer. */
+  get stack(): Stack {
+    return this.current;
   }
 
   get size(): number {
@@ -136,40 +118,51 @@ export class Export {
   }
 
   read(buf: Buffer, offset: number): Promise<Run[]> {
-    this.counters.reads++;
-    this.counters.readBytes += buf.length;
     return this.stack.read(buf, offset);
   }
 
   write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
-    this.counters.writes++;
-    this.counters.writeBytes += buf.length;
     return this.ordered(offset, buf.length, () => this.stack.write(buf, offset, options));
   }
 
   writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
-    this.counters.zeroes++;
     return this.ordered(offset, length, () => this.stack.writeZeroes(offset, length, options));
   }
 
   trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    this.counters.trims++;
     return this.ordered(offset, length, () => this.stack.trim(offset, length, options));
   }
 
   cache(offset: number, length: number): Promise<void> {
-    this.counters.caches++;
     return this.stack.cache(offset, length);
   }
 
   async flush(): Promise<void> {
-    this.counters.flushes++;
     this.dirty = false;
+    const started = performance.now();
     await this.stack.flush();
+    this.stats.recordSync((performance.now() - started) / 1000);
+  }
+
+  /**
+   * Live snapshot: freezes the top layer and serves a new one on top of it. Writes that arrived
+   * before run to the old top and are flushed; writes that arrive meanwhile wait and then go to
+   * the new top in their order of arrival. Reads go on throughout.
+   */
+  async snapshot(makeTop: (frozen: Stack) => Promise<Stack>): Promise<void> {
+    if (this.readOnly) throw new Error(`export "${this.name}" is read-only: there is nothing to snapshot`);
+    const release = await this.locks.acquire(0, Number.MAX_SAFE_INTEGER);
+    try {
+      await this.current.flush();
+      this.dirty = false;
+      this.current = await makeTop(this.current);
+      this.options.logger?.info({ export: this.name, layers: this.current.layers.map((l) => l.path) }, 'snapshot taken');
+    } finally {
+      release();
+    }
   }
 
   extents(offset: number, length: number): Promise<DepthRun[]> {
-    this.counters.blockStatus++;
     return this.stack.extents(offset, length);
   }
 
@@ -182,12 +175,13 @@ export class Export {
     if (this.syncing) return this.syncing;
     if (!this.dirty || this.closed) return Promise.resolve();
     this.dirty = false;
-    const started = Date.now();
+    const started = performance.now();
     this.syncing = this.stack
       .flush()
       .then(() => {
-        this.counters.syncs++;
-        this.options.logger?.debug({ export: this.name, reason, ms: Date.now() - started }, 'synced');
+        const ms = performance.now() - started;
+        this.stats.recordSync(ms / 1000);
+        this.options.logger?.debug({ export: this.name, reason, ms: Math.round(ms) }, 'synced');
       })
       .catch((err: unknown) => {
         this.dirty = true;

@@ -62,6 +62,28 @@ export class NbdServer implements ExportDirectory {
     return this.sessions.size;
   }
 
+  /** Bytes of requests in flight over all connections. */
+  get bytesInFlight(): number {
+    let total = 0;
+    for (const s of this.sessions) total += s.pendingBytes;
+    return total;
+  }
+
+  /**
+   * Stops serving an export: new clients no longer find it, its connections finish what is in
+   * flight and close, then it is synced and closed.
+   */
+  async removeExport(name: string): Promise<void> {
+    const exp = this.exportsByName.get(name);
+    if (!exp) throw new Error(`no export named "${name}"`);
+    this.exportsByName.delete(name);
+    const draining = [...this.sessions].filter((s) => s.export === exp);
+    for (const session of draining) session.shutdown();
+    await Promise.all(draining.map((s) => s.done));
+    await exp.close();
+    this.options.logger.info({ export: name }, 'export removed');
+  }
+
   /** Listens on TCP; port 0 picks a free port. Resolves with the bound address. */
   listenTcp(host: string, port: number): Promise<AddressInfo> {
     return this.listen((server) => server.listen({ host, port })).then((server) => server.address() as AddressInfo);
@@ -73,6 +95,14 @@ export class NbdServer implements ExportDirectory {
     await this.listen((server) => server.listen(path));
     this.unixPaths.push(path);
     if (this.options.socketMode !== undefined) await fs.chmod(path, this.options.socketMode);
+  }
+
+  /** Listens on an inherited listening socket (systemd socket activation). */
+  async listenFd(fd: number): Promise<AddressInfo | string> {
+    const server = await this.listen((s) => s.listen({ fd }));
+    const address = server.address();
+    if (address === null) throw new Error(`file descriptor ${fd} is not a listening socket`);
+    return address;
   }
 
   private listen(start: (server: net.Server) => void): Promise<net.Server> {
@@ -142,7 +172,7 @@ export class NbdServer implements ExportDirectory {
 }
 
 /** A socket file with nobody listening is left over from a crash: remove it. A live one is an error. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   const st = await fs.lstat(path).catch(() => null);
   if (!st) return;
   if (!st.isSocket()) throw new Error(`${path} exists and is not a socket`);

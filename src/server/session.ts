@@ -18,6 +18,7 @@ import { ByteQueue } from '../nbd/byte-queue.js';
 import { Command, Limits } from '../nbd/constants.js';
 import { RequestReader, type ParsedRequest } from '../nbd/request-reader.js';
 import { dispatch, type Connection, type ReplySink } from './dispatch.js';
+import type { Export } from './export.js';
 import {
   NegotiationAborted,
   ProtocolError,
@@ -107,6 +108,11 @@ export class Session implements ReplySink {
       const negotiated = await negotiate(io, this.exports, this.policy, this.log);
       clearTimeout(timer);
       if (this.phase !== 'negotiating') return;
+      if (this.exports.get(negotiated.export.name) !== negotiated.export) {
+        // Removed while this client negotiated.
+        this.socket.destroy();
+        return;
+      }
       this.conn = { export: negotiated.export, mode: negotiated.mode, contexts: negotiated.contexts };
       negotiated.export.attach();
       this.phase = 'transmitting';
@@ -261,6 +267,16 @@ export class Session implements ReplySink {
       this.finished();
     };
     void finish();
+  }
+
+  /** The export this connection is transmitting on, once negotiation finished. */
+  get export(): Export | null {
+    return this.conn?.export ?? null;
+  }
+
+  /** Bytes of requests this connection has in flight (payloads and read lengths). */
+  get pendingBytes(): number {
+    return this.bytesInFlight;
   }
 
   /** Server shutdown: stop taking requests, finish those in flight, then close. */

@@ -23,9 +23,17 @@ export interface DepthRun extends Run {
   depth: number;
 }
 
+/** Bytes read through the cache layer: found there (hits) or fetched from below (misses). */
+export interface CacheStats {
+  hitBytes: number;
+  missBytes: number;
+}
+
 export interface StackOptions {
   /** Serve read-only even if the top layer was opened read-write. */
   readOnly?: boolean;
+  /** Where cache hits and misses are counted (shared by the stacks a live snapshot makes). */
+  cacheStats?: CacheStats;
   /** Called when a background cache fill fails; the read that triggered it already succeeded. */
   onCacheFillError?: (err: unknown) => void;
 }
@@ -37,6 +45,7 @@ export class Stack {
   readonly readOnly: boolean;
   private readonly cacheIndex: number;
   private readonly pendingFills = new Set<Promise<void>>();
+  readonly cacheStats: CacheStats;
 
   constructor(
     readonly layers: readonly Layer[],
@@ -46,6 +55,12 @@ export class Stack {
     this.cacheIndex = layers.findIndex((l) => l.layerType === 'cache');
     const top = layers[layers.length - 1];
     this.readOnly = (options.readOnly ?? false) || top.readOnly || top.layerType === 'cache';
+    this.cacheStats = options.cacheStats ?? { hitBytes: 0, missBytes: 0 };
+  }
+
+  /** The same stack with `layer` on top; the layers below are shared, not reopened. */
+  withTop(layer: Layer): Stack {
+    return new Stack([...this.layers, layer], { ...this.options, cacheStats: this.cacheStats });
   }
 
   get top(): Layer {
@@ -88,6 +103,7 @@ export class Stack {
     }
     if (inside === 0) return;
     const runs = await layer.map(offset, inside);
+    if (level === this.cacheIndex) this.countCache(runs);
     if (runs.length === 1 && runs[0].state === 'data') {
       await layer.read(inside === buf.length ? buf : buf.subarray(0, inside), offset);
       found.push({ offset, length: inside, state: 'data' });
@@ -109,6 +125,13 @@ export class Stack {
       }
     }
     await Promise.all(work);
+  }
+
+  private countCache(runs: readonly Run[]): void {
+    for (const run of runs) {
+      if (run.state === 'absent') this.cacheStats.missBytes += run.length;
+      else this.cacheStats.hitBytes += run.length;
+    }
   }
 
   /** Reads from below the cache layer, then stores what was read in the cache. */

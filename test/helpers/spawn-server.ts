@@ -21,6 +21,8 @@ export interface SpawnedServer {
   uri(exportName: string): string;
   /** Everything the server wrote to stderr so far (JSON log lines). */
   logs(): string;
+  /** Resolves with the first log line containing `text`, waiting up to `timeoutMs` for it. */
+  waitForLog(text: string, timeoutMs?: number): Promise<string>;
   /** SIGTERM, then waits for the exit; resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -91,6 +93,15 @@ export async function spawnServer(options: SpawnOptions): Promise<SpawnedServer>
     socket: options.socket,
     uri: (name) => `nbd://${address.host}:${address.port}/${encodeURIComponent(name)}`,
     logs: () => stderr,
+    waitForLog: async (text: string, timeoutMs = 10_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const line = stderr.split('\n').find((l) => l.includes(text));
+        if (line) return line;
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no log line with ${text}; stderr:\n${stderr}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       process.kill(pid, signal);

@@ -13,7 +13,11 @@
  *      entries that make them matter: a torn flush may show new bits under an old entry (the
  *      bits are ignored unless the entry is 11 with the same chunk) but never an entry 11 with
  *      stale bits. A chunk that went 11(P) → 10 → 11(Q) since the last flush would break that
- *      (new bits under the old entry 11(P)), so its on-disk entry is first set to 10 and synced;
+ *      (new bits under the old entry 11(P)), so its on-disk entry is first set to 10 and synced.
+ *      A group's new bitmap pointer is written and synced after its bitmap chunk and before
+ *      the entries that need it (it lies in another sector of the table than most of them).
+ *      So a flush writes, with a sync after each non-empty phase: data (sync only), detached
+ *      entries, bitmaps, bitmap pointers, table pieces and new tables, then the directory;
  *   4. new tables are written and synced before the directory that points to them; the
  *      directory flip (directory.ts) is the commit;
  *   5. a chunk dropped by the map becomes reusable only after the flush that wrote the change;
@@ -25,7 +29,7 @@ import type { ChunkAllocator } from './allocator.js';
 import { BitmapCache, type DirtySlice } from './bitmap-cache.js';
 import { firstInvalidSector } from './bitmap.js';
 import { encodeDirectoryBody, encodeSequence } from './directory.js';
-import { ChunkStatus, dataEntryOffset, type Geometry } from './layout.js';
+import { ChunkStatus, bitmapEntryOffset, dataEntryOffset, type Geometry } from './layout.js';
 import type { LoadedMap } from './load.js';
 import { hex } from './problems.js';
 import {
@@ -196,16 +200,9 @@ export class MapStore {
     const snap = this.snapshot();
     try {
       await this.file.sync();
-      if (snap.detach.length > 0) {
-        await this.detachOnDisk(snap.detach);
-        await this.file.sync();
-      }
-      if (snap.bitmapWrites.length > 0) {
-        await writeAll(this.file, snap.bitmapWrites);
-        await this.file.sync();
-      }
-      if (snap.tableWrites.length > 0) {
-        await writeAll(this.file, snap.tableWrites);
+      for (const phase of [snap.detach, snap.bitmapWrites, snap.bitmapPointers, snap.tableWrites]) {
+        if (phase.length === 0) continue;
+        await writeAll(this.file, phase);
         await this.file.sync();
       }
       if (snap.directory) await this.commitDirectory(snap.directory);
@@ -226,7 +223,7 @@ export class MapStore {
     const newGroups = [...this.newBitmapGroups];
     const pieces = [...this.dirtyPieces].map(([t, set]) => [t, [...set]] as const);
     const directory = this.directoryDirty ? Float64Array.from(this.tableChunks) : null;
-    const detach = [...this.detached].filter(
+    const detached = [...this.detached].filter(
       (l) => this.status(l) === ChunkStatus.partial && !this.newTables.has(addressOf(geo, l).table),
     );
     this.newTables.clear();
@@ -276,7 +273,24 @@ export class MapStore {
         },
       });
     }
-    return { retired, slices, newTables, newGroups, pieces, directory, detach, tableWrites, bitmapWrites };
+    // Invariant 3: an entry that was 11 on disk and got a new chunk is first set to 10, alone.
+    const discarded = Buffer.alloc(8);
+    writeEntry(discarded, 0, ChunkStatus.discarded, 0);
+    const detach: PendingWrite[] = detached.map((l) => {
+      const a = addressOf(geo, l);
+      return { position: this.tableChunks[a.table] * geo.chunkSize + a.entryOffset, whole: false, bytes: () => discarded };
+    });
+    // A group's new bitmap pointer sits in another piece of the table than most of its entries:
+    // it is written alone, after the bitmap chunk and before the entries that need it.
+    const bitmapPointers: PendingWrite[] = [];
+    for (const id of newGroups) {
+      const t = Math.floor(id / geo.groupsPerTable);
+      if (newTables.includes(t)) continue;
+      const at = bitmapEntryOffset(geo, id - t * geo.groupsPerTable);
+      const pointer = Buffer.from((this.tables.get(t) as Buffer).subarray(at, at + 8));
+      bitmapPointers.push({ position: this.tableChunks[t] * geo.chunkSize + at, whole: false, bytes: () => pointer });
+    }
+    return { retired, slices, newTables, newGroups, pieces, directory, detached, detach, bitmapPointers, tableWrites, bitmapWrites };
   }
 
   /** Puts a failed flush's changes back, so the next flush writes them again. */
@@ -294,30 +308,8 @@ export class MapStore {
       for (const p of list) set.add(p);
       this.dirtyPieces.set(t, set);
     }
-    for (const l of snap.detach) this.detached.add(l);
+    for (const l of snap.detached) this.detached.add(l);
     if (snap.directory) this.directoryDirty = true;
-  }
-
-  /** Invariant 3: on-disk entries still 11 of chunks that changed chunk become 10 first. */
-  private async detachOnDisk(logicals: readonly number[]): Promise<void> {
-    const byPiece = new Map<number, number[]>();
-    for (const l of logicals) {
-      const a = addressOf(this.geo, l);
-      const position = this.tableChunks[a.table] * this.geo.chunkSize + a.entryOffset;
-      const piece = position - (position % this.pieceBytes);
-      byPiece.set(piece, [...(byPiece.get(piece) ?? []), position - piece]);
-    }
-    for (const [piece, offsets] of byPiece) {
-      const buf = Buffer.alloc(this.pieceBytes);
-      await this.file.read(buf, piece);
-      let changed = false;
-      for (const off of offsets) {
-        if (entryStatus(buf, off) !== ChunkStatus.partial) continue;
-        writeEntry(buf, off, ChunkStatus.discarded, 0);
-        changed = true;
-      }
-      if (changed) await this.file.write(buf, piece);
-    }
   }
 
   /** Invariant 4: body of the inactive copy, sync, then its new sequence, sync. */
@@ -391,7 +383,9 @@ interface Snapshot {
   readonly newGroups: number[];
   readonly pieces: ReadonlyArray<readonly [number, readonly number[]]>;
   readonly directory: Float64Array | null;
-  readonly detach: number[];
+  readonly detached: number[];
+  readonly detach: PendingWrite[];
+  readonly bitmapPointers: PendingWrite[];
   readonly tableWrites: PendingWrite[];
   readonly bitmapWrites: PendingWrite[];
 }

@@ -1,0 +1,26 @@
+/** Opens the stack of an export and wraps it for serving (the command line and the admin API share this). */
+import type { Logger } from 'pino';
+import type { ExportRequest } from '../server/admin-api.js';
+import { Export } from '../server/export.js';
+import { DiskImage } from '../stack/disk-image.js';
+
+export interface ExportDefaults {
+  syncIntervalMs: number;
+  log: Logger;
+}
+
+export async function openExport(request: ExportRequest, defaults: ExportDefaults): Promise<Export> {
+  const { log } = defaults;
+  const image = await DiskImage.open(request.layers, {
+    mode: request.readOnly ? 'readOnly' : 'readWrite',
+    readOnlyWhenCacheTop: true,
+    stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },
+  });
+  log.info({ export: request.name, layers: request.layers, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');
+  return new Export(image.stack, {
+    name: request.name,
+    description: request.description ?? request.layers.join(' <- '),
+    syncIntervalMs: defaults.syncIntervalMs,
+    logger: log,
+  });
+}
