@@ -77,7 +77,7 @@ describe.each(CONFIGS)('ASIF engine against the model: $name', (config) => {
         for (const o of ops) await h.run(o);
         await h.finish();
       }),
-      { numRuns: (config.chunkSize ? 40 : 20) * soak, endOnFailure: true },
+      { numRuns: (config.chunkSize ? 30 : 12) * soak, endOnFailure: true },
     );
   });
 });
