@@ -29,7 +29,7 @@ import type { ChunkAllocator } from './allocator.js';
 import { BitmapCache, type DirtySlice } from './bitmap-cache.js';
 import { firstInvalidSector } from './bitmap.js';
 import { encodeDirectoryBody, encodeSequence } from './directory.js';
-import { ChunkStatus, bitmapEntryOffset, dataEntryOffset, type Geometry } from './layout.js';
+import { ChunkStatus, bitmapEntryOffset, type Geometry } from './layout.js';
 import type { LoadedMap } from './load.js';
 import { hex } from './problems.js';
 import {
@@ -365,11 +365,15 @@ export class MapStore {
   }
 
   private countDataChunks(): number {
+    const geo = this.geo;
     let n = 0;
     for (const [t, table] of this.tables) {
-      for (let k = 0; k < this.geo.chunksPerTable; k++) {
-        const logical = t * this.geo.chunksPerTable + k;
-        if (logical !== this.metadataChunk && isData(entryStatus(table, dataEntryOffset(this.geo, k)))) n++;
+      for (let g = 0; g < geo.groupsPerTable; g++) {
+        for (let j = 0, off = g * geo.groupBytes; j < geo.entriesPerGroup; j++, off += 8) {
+          // Status 01 (0x40..) and 11 (0xC0..) are the entries with bit 62 set; 00 and 10 are not.
+          if ((table[off] & 0x40) === 0) continue;
+          if (t * geo.chunksPerTable + g * geo.entriesPerGroup + j !== this.metadataChunk) n++;
+        }
       }
     }
     return n;
