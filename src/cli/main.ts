@@ -16,6 +16,7 @@ import { createCommand } from './create.js';
 import { ctlCommand } from './ctl.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
+import { probeCommand } from './probe.js';
 import { serveCommand } from './serve.js';
 import { truncateCommand } from './truncate.js';
 import { CommandFailed, UsageError } from './usage-error.js';
@@ -48,6 +49,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(commitCommand)
     .command(convertCommand)
     .command(ctlCommand)
+    .command(probeCommand)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .version(packageVersion())
