@@ -119,7 +119,11 @@ export function validateHeader(raw: RawHeader, fileSize: number, sink: ProblemSi
     return null;
   }
   const capacityBytes = raw.maxSectorCount * BigInt(blockSize);
-  if (raw.maxSectorCount === 0n || capacityBytes > SAFE) {
+  if (raw.maxSectorCount === 0n) {
+    sink.corrupt('header: the capacity (max sector count at 0x38) is zero');
+    return null;
+  }
+  if (capacityBytes > SAFE) {
     sink.unsupported(`header: capacity of ${raw.maxSectorCount} sectors at 0x38 is not supported`);
     return null;
   }
