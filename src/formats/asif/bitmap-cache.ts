@@ -23,7 +23,7 @@ export class BitmapCache {
   private readonly dirty = new Set<number>();
   private readonly flushing = new Set<number>();
 
-  constructor(private readonly capacity: number) {}
+  constructor(readonly capacity: number) {}
 
   /** The cached slice, marking it recently used; undefined on a miss. */
   get(logical: number): Uint8Array | undefined {

@@ -236,6 +236,12 @@ export class AsifImage implements Layer {
     });
   }
 
+  /** The bitmap cache right now: clean slices (bounded by `capacity`) and pinned (changed, unflushed) ones. */
+  bitmapCacheStats(): { clean: number; pinned: number; capacity: number; dirtyLimit: number } {
+    const b = this.store.bitmaps;
+    return { clean: b.cleanCount, pinned: b.pinnedCount, capacity: b.capacity, dirtyLimit: this.dirtyLimit };
+  }
+
   /**
    * Chunks this image knows are free (released by zero, discard or truncate, or leaked by a
    * crash and found at open). ASIF keeps no free list on disk, so once the image is closed
