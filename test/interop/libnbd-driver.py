@@ -1,0 +1,342 @@
+"""Drives a stackbd export with libnbd's Python bindings (what nbdsh runs) and checks every
+result against a model of the disk kept here.
+
+Run with Debian's interpreter: /usr/bin/python3 libnbd-driver.py --uri URI --seed N ...
+Prints one JSON object on stdout (what the TypeScript test asserts on); any mismatch raises
+and exits non-zero with the reason on stderr.
+"""
+import argparse
+import errno
+import hashlib
+import json
+import random
+import sys
+
+import nbd
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--uri", required=True)
+parser.add_argument("--seed", type=int, required=True)
+parser.add_argument("--structured", choices=["yes", "no"], default="yes")
+parser.add_argument("--fast-zero", choices=["enotsup", "zeroes"], required=True)
+parser.add_argument("--trim-keeps-data", choices=["yes", "no"], required=True)
+parser.add_argument("--rounds", type=int, default=12)
+args = parser.parse_args()
+
+rng = random.Random(args.seed)
+structured = args.structured == "yes"
+result = {"seed": args.seed, "libnbd": nbd.NBD().get_version()}
+
+
+def fail(message):
+    raise AssertionError("seed %d: %s" % (args.seed, message))
+
+
+def first_difference(a, b):
+    for i in range(min(len(a), len(b))):
+        if a[i] != b[i]:
+            return i
+    return min(len(a), len(b))
+
+
+h = nbd.NBD()
+h.set_request_structured_replies(structured)
+if structured:
+    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+h.connect_uri(args.uri)
+
+size = h.get_size()
+result["size"] = size
+result["structured"] = bool(h.get_structured_replies_negotiated())
+result["protocol"] = h.get_protocol()
+result["flags"] = {
+    "can_flush": h.can_flush(),
+    "can_fua": h.can_fua(),
+    "can_trim": h.can_trim(),
+    "can_zero": h.can_zero(),
+    "can_fast_zero": h.can_fast_zero(),
+    "can_cache": h.can_cache(),
+    "can_df": h.can_df(),
+    "can_multi_conn": h.can_multi_conn(),
+    "is_read_only": h.is_read_only(),
+    "base_allocation": bool(structured and h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION)),
+}
+result["block_size"] = [h.get_block_size(nbd.SIZE_MINIMUM), h.get_block_size(nbd.SIZE_PREFERRED), h.get_block_size(nbd.SIZE_MAXIMUM)]
+
+# The model: the disk as read at the start, then every change applied here.
+model = bytearray()
+PIECE = 4 * 1024 * 1024
+for off in range(0, size, PIECE):
+    model += h.pread(min(PIECE, size - off), off)
+result["initial_sha256"] = hashlib.sha256(model).hexdigest()
+
+
+def check_read(off, got, what):
+    want = model[off:off + len(got)]
+    if bytes(got) != bytes(want):
+        i = first_difference(got, want)
+        fail("%s: read at %d+%d differs from the model at byte %d (offset %d): got %r, want %r"
+             % (what, off, len(got), i, off + i, bytes(got[i:i + 16]), bytes(want[i:i + 16])))
+
+
+SECTOR = 512
+
+
+def check_trimmed(off, length, what):
+    """After a TRIM every byte reads as what it was or as zero; the model takes what is read.
+    Returns whether the data was kept as it was."""
+    kept = True
+    for start in range(off, off + length, PIECE):
+        n = min(PIECE, off + length - start)
+        got = h.pread(n, start)
+        before = bytes(model[start:start + n])
+        if got == before:
+            continue
+        kept = False
+        zero_sector = bytes(SECTOR)
+        for i in range(0, n, SECTOR):
+            g = got[i:i + SECTOR]
+            b = before[i:i + SECTOR]
+            if g == b or g == zero_sector[:len(g)]:
+                continue
+            for k in range(len(g)):
+                if g[k] != b[k] and g[k] != 0:
+                    fail("after %s at %d+%d byte %d is neither the old value nor zero" % (what, off, length, start + i + k))
+        model[start:start + n] = got
+    if args.trim_keeps_data == "yes" and not kept:
+        fail("%s at %d+%d changed the data of an export whose trims keep it" % (what, off, length))
+    return kept
+
+
+# ------------------------------------------------------------------------------------------
+# 1. aio: 64 commands in flight, random offsets and lengths (some unaligned), reads and writes
+#    on distinct slots of each round, some writes with FUA.
+IN_FLIGHT = 64
+slot = size // IN_FLIGHT
+max_in_flight = 0
+aio_reads = aio_writes = aio_fua = 0
+for rnd in range(args.rounds):
+    slots = list(range(IN_FLIGHT))
+    rng.shuffle(slots)
+    pending = []
+    for i, s in enumerate(slots):
+        length = rng.randint(1, min(slot, 300 * 1024))
+        if rng.random() < 0.3:
+            length = max(512, length - length % 512)
+        off = s * slot + rng.randrange(0, slot - length + 1)
+        if i % 2 == 0:
+            data = rng.randbytes(length)
+            flags = nbd.CMD_FLAG_FUA if rng.random() < 0.25 else 0
+            aio_fua += 1 if flags else 0
+            cookie = h.aio_pwrite(data, off, flags=flags)
+            model[off:off + length] = data
+            aio_writes += 1
+            pending.append((cookie, "write", off, None))
+        else:
+            buf = nbd.Buffer(length)
+            # Reads see the model as it was before this round's writes: no slot is both.
+            want = bytes(model[off:off + length])
+            cookie = h.aio_pread(buf, off)
+            aio_reads += 1
+            pending.append((cookie, "read", off, (buf, want)))
+    max_in_flight = max(max_in_flight, h.aio_in_flight())
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    for cookie, kind, off, extra in pending:
+        if not h.aio_command_completed(cookie):
+            fail("aio %s at %d not completed after poll" % (kind, off))
+        if kind == "read":
+            buf, want = extra
+            got = buf.to_bytearray()
+            if bytes(got) != want:
+                i = first_difference(got, want)
+                fail("aio round %d: read at %d+%d differs at byte %d" % (rnd, off, len(want), i))
+result["aio"] = {"rounds": args.rounds, "max_in_flight": max_in_flight, "reads": aio_reads, "writes": aio_writes, "fua_writes": aio_fua}
+
+# ------------------------------------------------------------------------------------------
+# 2. Synchronous commands with flags.
+ops = {}
+
+# FUA writes at unaligned offsets, then read back.
+for _ in range(8):
+    length = rng.randint(1, 100000)
+    off = rng.randrange(0, size - length)
+    data = rng.randbytes(length)
+    h.pwrite(data, off, nbd.CMD_FLAG_FUA)
+    model[off:off + length] = data
+    check_read(off, h.pread(length, off), "FUA write")
+ops["fua_writes"] = 8
+
+h.flush()
+ops["flush"] = 1
+
+# Plain zero (may punch holes), NO_HOLE zero, FUA zero: all read back as zeros.
+zero_cases = [("plain", 0), ("no_hole", nbd.CMD_FLAG_NO_HOLE), ("fua", nbd.CMD_FLAG_FUA), ("no_hole_fua", nbd.CMD_FLAG_NO_HOLE | nbd.CMD_FLAG_FUA)]
+for name, flags in zero_cases:
+    length = rng.randint(1, 3 * 1024 * 1024)
+    off = rng.randrange(0, size - length)
+    h.zero(length, off, flags)
+    model[off:off + length] = bytes(length)
+    check_read(off, h.pread(length, off), "zero %s" % name)
+ops["zero"] = [c[0] for c in zero_cases]
+
+# FAST_ZERO: a RAW export cannot zero faster than writing: ENOTSUP, and nothing changes.
+length = 1024 * 1024 + 123
+off = rng.randrange(0, size - length)
+data = rng.randbytes(length)
+h.pwrite(data, off)
+model[off:off + length] = data
+fast = {"offset": off, "length": length}
+try:
+    h.zero(length, off, nbd.CMD_FLAG_FAST_ZERO)
+    fast["outcome"] = "ok"
+    model[off:off + length] = bytes(length)
+except nbd.Error as e:
+    fast["outcome"] = "error"
+    fast["errno"] = e.errnum
+    fast["message"] = e.string
+check_read(off, h.pread(length, off), "after FAST_ZERO (%s)" % fast["outcome"])
+if args.fast_zero == "enotsup" and (fast["outcome"] != "error" or fast.get("errno") != errno.ENOTSUP):
+    fail("FAST_ZERO should fail with ENOTSUP and change nothing: %r" % (fast,))
+if args.fast_zero == "zeroes" and fast["outcome"] != "ok":
+    fail("FAST_ZERO should zero the range: %r" % (fast,))
+ops["fast_zero"] = fast
+
+# Trim: a hint. Afterwards every byte reads as what it was or as zero.
+trims = []
+for fua in (False, True):
+    length = rng.randint(4096, 2 * 1024 * 1024)
+    off = rng.randrange(0, size - length)
+    h.trim(length, off, nbd.CMD_FLAG_FUA if fua else 0)
+    kept = check_trimmed(off, length, "TRIM")
+    trims.append({"offset": off, "length": length, "fua": fua, "kept": kept})
+ops["trim"] = trims
+
+# Requests larger than the maximum payload (32 MiB): TRIM and WRITE_ZEROES have no payload and
+# no such limit (mkfs trims whole devices); READ and WRITE of exactly 32 MiB work, one byte more
+# is refused with EINVAL and the connection goes on. libnbd's own checks are off for this.
+big = {}
+MAX = 32 * 1024 * 1024
+if size > MAX:
+    strict = h.get_strict_mode()
+    h.set_strict_mode(0)
+    h.trim(size, 0)
+    big["trim_whole_disk"] = check_trimmed(0, size, "whole-disk TRIM")
+    length = size - rng.randrange(0, 4096) - 1
+    off = size - length
+    data = rng.randbytes(4096)
+    h.pwrite(data, off)
+    model[off:off + 4096] = data
+    try:
+        h.zero(length, off, nbd.CMD_FLAG_FAST_ZERO)
+        big["fast_zero_big"] = 0
+        model[off:off + length] = bytes(length)
+    except nbd.Error as e:
+        big["fast_zero_big"] = e.errnum
+    check_read(off, h.pread(4096, off), "after a big FAST_ZERO")
+    h.zero(length, off, nbd.CMD_FLAG_NO_HOLE)
+    model[off:off + length] = bytes(length)
+    big["zero_big"] = length
+    data = rng.randbytes(MAX)
+    h.pwrite(data, 1)
+    model[1:1 + MAX] = data
+    check_read(1, h.pread(MAX, 1), "32 MiB read after a 32 MiB write")
+    for name, call in [("read_over_max", lambda: h.pread(MAX + 1, 0)), ("write_over_max", lambda: h.pwrite(bytes(MAX + 1), 0))]:
+        try:
+            call()
+            big[name] = 0
+        except nbd.Error as e:
+            big[name] = e.errnum
+    check_read(0, h.pread(65536, 0), "after refused oversized requests")
+    h.set_strict_mode(strict)
+ops["big"] = big
+
+# Cache: a prefetch hint; data unchanged.
+length = rng.randint(1, 4 * 1024 * 1024)
+off = rng.randrange(0, size - length)
+h.cache(length, off)
+check_read(off, h.pread(length, off), "after CACHE")
+ops["cache"] = 1
+
+# DF read (structured only): one data chunk, same bytes.
+if structured:
+    length = 200000
+    off = rng.randrange(0, size - length)
+    chunks = []
+
+    def chunk(subbuf, offset, status, err):
+        chunks.append((offset, len(subbuf), status))
+        return 0
+
+    got = h.pread_structured(length, off, chunk, nbd.CMD_FLAG_DF)
+    check_read(off, got, "DF read")
+    ops["df_read_chunks"] = [[o, n, s] for o, n, s in chunks]
+    # And a read that may come back as data and hole chunks.
+    chunks.clear()
+    got = h.pread_structured(8 * 1024 * 1024, 0, chunk)
+    check_read(0, got, "structured read")
+    covered = sorted((o, n) for o, n, s in chunks)
+    pos = 0
+    for o, n in covered:
+        if o != pos:
+            fail("structured read chunks leave a gap or overlap at %d (next chunk at %d)" % (pos, o))
+        pos = o + n
+    if pos != 8 * 1024 * 1024:
+        fail("structured read chunks end at %d" % pos)
+    ops["structured_read_chunk_kinds"] = sorted({s for o, n, s in chunks})
+
+# Block status (structured only): extents cover the request; ZERO extents read as zeros.
+if structured:
+    statuses = []
+    for req_one in (False, True):
+        length = rng.randint(1, 16 * 1024 * 1024)
+        off = rng.randrange(0, size - length)
+        entries = []
+
+        def extents(metacontext, offset, e, err):
+            entries.append((metacontext, offset, list(e)))
+            return 0
+
+        h.block_status(length, off, extents, nbd.CMD_FLAG_REQ_ONE if req_one else 0)
+        if len(entries) != 1 or entries[0][0] != nbd.CONTEXT_BASE_ALLOCATION or entries[0][1] != off:
+            fail("block status at %d+%d: unexpected callbacks %r" % (off, length, [(m, o, len(e)) for m, o, e in entries]))
+        e = entries[0][2]
+        pairs = [(e[i], e[i + 1]) for i in range(0, len(e), 2)]
+        if not pairs or any(n == 0 for n, f in pairs):
+            fail("block status at %d+%d: empty or zero-length extents %r" % (off, length, pairs))
+        if req_one and (len(pairs) != 1 or pairs[0][0] > length):
+            fail("block status REQ_ONE at %d+%d: %r" % (off, length, pairs))
+        pos = off
+        for n, f in pairs:
+            end = min(pos + n, off + length)
+            if f & 2 and any(model[pos:end]):
+                fail("block status says ZERO for %d+%d but the model has data there" % (pos, n))
+            pos += n
+        statuses.append({"offset": off, "length": length, "req_one": req_one, "extents": [[n, f] for n, f in pairs]})
+    ops["block_status"] = statuses
+
+# Errors from the server itself (libnbd's own checks turned off): past the end.
+h.set_strict_mode(0)
+errors = {}
+for name, call in [
+    ("read_past_end", lambda: h.pread(4096, size - 1024)),
+    ("write_past_end", lambda: h.pwrite(b"x" * 4096, size - 1024)),
+    ("zero_past_end", lambda: h.zero(4096, size - 1024)),
+    ("trim_past_end", lambda: h.trim(4096, size - 1024)),
+]:
+    try:
+        call()
+        errors[name] = 0
+    except nbd.Error as e:
+        errors[name] = e.errnum
+check_read(size - 1024, h.pread(1024, size - 1024), "tail after refused requests")
+ops["errors"] = errors
+result["ops"] = ops
+
+h.flush()
+# Whole disk against the model.
+for off in range(0, size, PIECE):
+    check_read(off, h.pread(min(PIECE, size - off), off), "final read")
+result["final_sha256"] = hashlib.sha256(model).hexdigest()
+h.shutdown()
+print(json.dumps(result))
