@@ -33,9 +33,9 @@ import type { AsifMetadata } from './metadata.js';
 
 export interface AsifOpenOptions {
   readOnly?: boolean;
-  /** Memory for clean bitmap slices (default 8 MiB). */
+  /** Memory for clean bitmap slices (default 4 MiB). */
   bitmapCacheBytes?: number;
-  /** Changed slices allowed to pile up before the image flushes on its own (default 16 MiB). */
+  /** Memory for changed slices; writers wait for a flush beyond it (default 8 MiB). */
   dirtyBitmapBytes?: number;
 }
 
@@ -57,10 +57,10 @@ interface Provisional {
   readonly ready: Promise<void>;
 }
 
-const DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
-const DEFAULT_DIRTY_BYTES = 16 * 1024 * 1024;
-/** What one cached slice costs beyond its bytes (typed array object, map entry). */
-const SLICE_OVERHEAD = 192;
+const DEFAULT_CACHE_BYTES = 4 * 1024 * 1024;
+const DEFAULT_DIRTY_BYTES = 8 * 1024 * 1024;
+/** What one cached slice costs beyond its bytes (map entries, slack). */
+const SLICE_OVERHEAD = 64;
 /** Zeroing jobs of one request kept in flight. */
 const ZERO_CONCURRENCY = 16;
 
@@ -300,9 +300,13 @@ export class AsifImage implements Layer {
       const status = this.store.status(l);
       if (status === ChunkStatus.partial) {
         const chunk = this.store.chunk(l);
-        const slice = this.store.bitmaps.get(l) ?? (await this.store.slice(l, chunk));
-        if (!slice) continue; // the chunk changed while its bitmap was read: look again
-        this.pushSectors(runs, pos, n, chunk * C + within, slice);
+        const push = (slice: Uint8Array): boolean => {
+          this.pushSectors(runs, pos, n, chunk * C + within, slice);
+          return true;
+        };
+        const cached = this.store.bitmaps.view(l);
+        // The chunk may change while its bitmap is read: then look at the map again.
+        if (!(cached ? push(cached) : await this.store.withSlice(l, chunk, false, push))) continue;
       } else if (status === ChunkStatus.full) {
         pushMapped(runs, pos, n, 'data', this.store.chunk(l) * C + within);
       } else {
@@ -438,19 +442,13 @@ export class AsifImage implements Layer {
   /** Records sectors of a status-11 chunk as written (after their data was written). */
   private async markWritten(l: number, chunk: number, within: number, length: number): Promise<void> {
     const bs = this.blockSize;
-    for (;;) {
-      if (this.store.status(l) !== ChunkStatus.partial || this.store.chunk(l) !== chunk) return;
-      const slice = this.store.bitmaps.get(l) ?? (await this.store.slice(l, chunk));
-      if (!slice) continue;
+    await this.store.withSlice(l, chunk, true, (slice) => {
       markSectorsWritten(slice, within / bs, length / bs);
       if (isSliceFull(slice)) {
         this.store.setEntry(l, ChunkStatus.full, chunk);
         this.store.dropSlice(l);
-      } else {
-        this.store.sliceChanged(l, slice);
       }
-      return;
-    }
+    });
   }
 
   // ---- zeroing -----------------------------------------------------------------------------
@@ -554,9 +552,14 @@ export class AsifImage implements Layer {
     this.rotated = true;
   }
 
-  /** FUA makes the change durable now; too many changed bitmap slices start a flush too. */
+  /**
+   * FUA makes the change durable now. Changed bitmap slices stay in memory until a flush
+   * writes them, so when too many pile up the writer waits for flushes: memory stays bounded
+   * however rarely the client flushes.
+   */
   private async afterChange(options: WriteOptions | undefined): Promise<void> {
-    if (options?.fua || this.store.bitmaps.dirtyCount > this.dirtyLimit) await this.store.flush();
+    if (options?.fua) await this.store.flush();
+    while (this.store.bitmaps.pinnedCount > this.dirtyLimit) await this.store.flush();
   }
 
   private checkRange(offset: number, length: number): void {

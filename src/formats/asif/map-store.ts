@@ -9,7 +9,7 @@
  *   synced data, each chunk exactly once):
  *   1. the image changes the in-memory map only after the data it points to was written;
  *   2. a flush copies the dirty map first, then syncs the data, and only then writes the copies;
- *   3. bitmaps (new bitmap chunks whole, slices) are written and synced before the table
+ *   3. bitmap slices are written and synced before the table
  *      entries that make them matter: a torn flush may show new bits under an old entry (the
  *      bits are ignored unless the entry is 11 with the same chunk) but never an entry 11 with
  *      stale bits. A chunk that went 11(P) → 10 → 11(Q) since the last flush would break that
@@ -49,15 +49,11 @@ export interface MapStoreOptions {
 
 interface PendingWrite {
   readonly position: number;
-  /** A whole chunk (a table or a new bitmap chunk) rather than a piece of one. */
-  readonly whole: boolean;
-  readonly bytes: () => Uint8Array;
+  readonly bytes: Uint8Array;
 }
 
 /** How many writes of one phase a flush keeps in flight. */
 const WRITE_CONCURRENCY = 32;
-/** Whole-chunk writes (tables, new bitmap chunks) in flight: each holds a chunk-sized buffer. */
-const CHUNK_WRITE_CONCURRENCY = 4;
 
 export class MapStore {
   readonly geo: Geometry;
@@ -69,7 +65,7 @@ export class MapStore {
   private readonly newTables = new Set<number>();
   private readonly newBitmapGroups = new Set<number>();
   private readonly detached = new Set<number>();
-  private readonly loading = new Map<number, { chunk: number; slice: Promise<Uint8Array> }>();
+  private readonly loading = new Map<number, { chunk: number; bytes: Promise<Buffer> }>();
   private directoryDirty = false;
   private active: 0 | 1;
   private readonly sequences: [bigint, bigint];
@@ -92,7 +88,7 @@ export class MapStore {
     this.sequences = [loaded.sequences[0], loaded.sequences[1]];
     this.directoryOffsets = loaded.header.directoryOffsets;
     this.pieceBytes = this.geo.chunkSize % 4096 === 0 ? 4096 : 512;
-    this.bitmaps = new BitmapCache(options.cacheSlices);
+    this.bitmaps = new BitmapCache(options.cacheSlices, this.geo.sliceBytes);
     this.dataChunks = this.countDataChunks();
   }
 
@@ -140,34 +136,38 @@ export class MapStore {
   }
 
   /**
-   * L's slice as it is now, reading it from disk on a miss; null when L stopped being
-   * status 11 in `chunk` meanwhile (the caller looks again).
+   * Runs `use` on L's slice, reading the slice from disk on a miss; `use` runs synchronously,
+   * so the view it gets is valid throughout. With `change`, the slice is marked changed and
+   * `use` may write to it. Null when L is not (or no longer) status 11 in `chunk` (the caller
+   * looks at the map again).
    */
-  async slice(logical: number, chunk: number): Promise<Uint8Array | null> {
-    const cached = this.bitmaps.get(logical);
-    if (cached) return cached;
-    let load = this.loading.get(logical);
-    if (!load || load.chunk !== chunk) {
-      const slice = this.readSlice(logical).finally(() => {
-        if (this.loading.get(logical) === load) this.loading.delete(logical);
-      });
-      load = { chunk, slice };
-      this.loading.set(logical, load);
+  async withSlice<T>(logical: number, chunk: number, change: boolean, use: (slice: Uint8Array) => T): Promise<T | null> {
+    for (;;) {
+      if (this.status(logical) !== ChunkStatus.partial || this.chunk(logical) !== chunk) return null;
+      const cached = change ? this.bitmaps.mutableView(logical) : this.bitmaps.view(logical);
+      if (cached) return use(cached);
+      const bytes = await this.load(logical, chunk);
+      if (this.status(logical) !== ChunkStatus.partial || this.chunk(logical) !== chunk) return null;
+      this.bitmaps.insertClean(logical, bytes);
     }
-    const slice = await load.slice;
-    if (this.status(logical) !== ChunkStatus.partial || this.chunk(logical) !== chunk) return null;
-    return this.bitmaps.insertClean(logical, slice);
+  }
+
+  /** Reads L's slice from disk; concurrent misses of one chunk share one read. */
+  private load(logical: number, chunk: number): Promise<Buffer> {
+    const pending = this.loading.get(logical);
+    if (pending && pending.chunk === chunk) return pending.bytes;
+    const entry = { chunk, bytes: this.readSlice(logical) };
+    this.loading.set(logical, entry);
+    const forget = (): void => {
+      if (this.loading.get(logical) === entry) this.loading.delete(logical);
+    };
+    entry.bytes.then(forget, forget);
+    return entry.bytes;
   }
 
   /** A fresh all-zero slice for a chunk entering status 11. */
-  installSlice(logical: number): Uint8Array {
-    const slice = new Uint8Array(this.geo.sliceBytes);
-    this.bitmaps.install(logical, slice);
-    return slice;
-  }
-
-  sliceChanged(logical: number, slice: Uint8Array): void {
-    this.bitmaps.markDirty(logical, slice);
+  installSlice(logical: number): void {
+    this.bitmaps.install(logical);
   }
 
   dropSlice(logical: number): void {
@@ -235,50 +235,39 @@ export class MapStore {
     const tableWrites: PendingWrite[] = [];
     for (const t of newTables) {
       const copy = Buffer.from(this.tables.get(t) as Buffer);
-      tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize, whole: true, bytes: () => copy });
+      tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize, bytes: copy });
     }
     for (const [t, list] of pieces) {
       const table = this.tables.get(t) as Buffer;
       for (const p of list) {
         const copy = Buffer.from(table.subarray(p * this.pieceBytes, (p + 1) * this.pieceBytes));
-        tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize + p * this.pieceBytes, whole: false, bytes: () => copy });
+        tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize + p * this.pieceBytes, bytes: copy });
       }
     }
 
-    const groupImages = new Map<number, DirtySlice[]>(newGroups.map((g) => [g, []]));
     const bitmapWrites: PendingWrite[] = [];
+    const groupsWritten = new Set<number>();
     for (const s of slices) {
       const a = addressOf(geo, s.logical);
-      const group = groupImages.get(a.table * geo.groupsPerTable + a.group);
-      if (group) {
-        group.push(s);
-        continue;
-      }
+      groupsWritten.add(a.table * geo.groupsPerTable + a.group);
       const bitmap = bitmapChunkAt(this.tables.get(a.table) as Buffer, a.bitmapEntryOffset);
-      bitmapWrites.push({ position: bitmap * geo.chunkSize + a.sliceOffset, whole: false, bytes: () => s.bytes });
+      bitmapWrites.push({ position: bitmap * geo.chunkSize + a.sliceOffset, bytes: s.bytes });
     }
-    for (const [id, members] of groupImages) {
+    // Only the slices of status-11 chunks are ever read, and each is written before its entry
+    // says 11, so a new bitmap chunk needs no other bytes; but it must lie inside the file
+    // before the table points at it, so a new chunk without any slice to write gets one.
+    for (const id of newGroups) {
+      if (groupsWritten.has(id)) continue;
       const t = Math.floor(id / geo.groupsPerTable);
-      const g = id - t * geo.groupsPerTable;
-      const first = addressOf(geo, firstChunkOfGroup(geo, t, g));
-      const bitmap = bitmapChunkAt(this.tables.get(t) as Buffer, first.bitmapEntryOffset);
-      // A new bitmap chunk is written whole: it may be a reused chunk full of old bytes.
-      bitmapWrites.push({
-        position: bitmap * geo.chunkSize,
-        whole: true,
-        bytes: () => {
-          const image = Buffer.alloc(geo.chunkSize);
-          for (const s of members) image.set(s.bytes, addressOf(geo, s.logical).sliceOffset);
-          return image;
-        },
-      });
+      const bitmap = bitmapChunkAt(this.tables.get(t) as Buffer, bitmapEntryOffset(geo, id - t * geo.groupsPerTable));
+      bitmapWrites.push({ position: bitmap * geo.chunkSize, bytes: new Uint8Array(geo.sliceBytes) });
     }
     // Invariant 3: an entry that was 11 on disk and got a new chunk is first set to 10, alone.
     const discarded = Buffer.alloc(8);
     writeEntry(discarded, 0, ChunkStatus.discarded, 0);
     const detach: PendingWrite[] = detached.map((l) => {
       const a = addressOf(geo, l);
-      return { position: this.tableChunks[a.table] * geo.chunkSize + a.entryOffset, whole: false, bytes: () => discarded };
+      return { position: this.tableChunks[a.table] * geo.chunkSize + a.entryOffset, bytes: discarded };
     });
     // A group's new bitmap pointer sits in another piece of the table than most of its entries:
     // it is written alone, after the bitmap chunk and before the entries that need it.
@@ -288,7 +277,7 @@ export class MapStore {
       if (newTables.includes(t)) continue;
       const at = bitmapEntryOffset(geo, id - t * geo.groupsPerTable);
       const pointer = Buffer.from((this.tables.get(t) as Buffer).subarray(at, at + 8));
-      bitmapPointers.push({ position: this.tableChunks[t] * geo.chunkSize + at, whole: false, bytes: () => pointer });
+      bitmapPointers.push({ position: this.tableChunks[t] * geo.chunkSize + at, bytes: pointer });
     }
     return { retired, slices, newTables, newGroups, pieces, directory, detached, detach, bitmapPointers, tableWrites, bitmapWrites };
   }
@@ -344,14 +333,14 @@ export class MapStore {
     set.add(Math.floor(offset / this.pieceBytes));
   }
 
-  private async readSlice(logical: number): Promise<Uint8Array> {
+  private async readSlice(logical: number): Promise<Buffer> {
     const a = addressOf(this.geo, logical);
     const table = this.tables.get(a.table);
     const bitmap = table ? bitmapChunkAt(table, a.bitmapEntryOffset) : 0;
     if (bitmap === 0) {
       throw new CorruptedImageError(this.file.path, `logical chunk ${logical} is partly written but its group has no bitmap chunk`);
     }
-    const slice = new Uint8Array(this.geo.sliceBytes);
+    const slice = Buffer.allocUnsafe(this.geo.sliceBytes);
     const position = bitmap * this.geo.chunkSize + a.sliceOffset;
     await this.file.read(slice, position);
     const bad = firstInvalidSector(slice);
@@ -398,24 +387,14 @@ function isData(status: ChunkStatus): 0 | 1 {
   return status === ChunkStatus.full || status === ChunkStatus.partial ? 1 : 0;
 }
 
-/**
- * Writes everything of one phase, a bounded number at a time; chunk-sized buffers (new tables,
- * new bitmap chunks) are built just in time and fewer of them are in flight, to bound memory.
- */
+/** Writes everything of one phase, a bounded number at a time. */
 async function writeAll(file: BlockFile, writes: readonly PendingWrite[]): Promise<void> {
-  await Promise.all([
-    runLimited(file, writes.filter((w) => w.whole), CHUNK_WRITE_CONCURRENCY),
-    runLimited(file, writes.filter((w) => !w.whole), WRITE_CONCURRENCY),
-  ]);
-}
-
-async function runLimited(file: BlockFile, writes: readonly PendingWrite[], lanes: number): Promise<void> {
   let next = 0;
   const lane = async (): Promise<void> => {
     while (next < writes.length) {
       const w = writes[next++];
-      await file.write(w.bytes(), w.position);
+      await file.write(w.bytes, w.position);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(lanes, writes.length) }, lane));
+  await Promise.all(Array.from({ length: Math.min(WRITE_CONCURRENCY, writes.length) }, lane));
 }
