@@ -3,8 +3,8 @@
  * optional explicit format) into a Layer, so the CLI and the stack never branch on formats.
  */
 import { IncompatibleStackingError, InvalidBlockCountError, RequestError } from '../block/errors.js';
-import { createAsif, openAsif } from './asif/index.js';
-import type { ImageFormat, Layer, LayerType } from './layer.js';
+import { createAsif, openAsif, type CreateAsifOptions } from './asif/index.js';
+import type { ImageFormat, Layer } from './layer.js';
 import { probeFormat } from './probe.js';
 import { createRaw, openRaw } from './raw.js';
 
@@ -20,13 +20,9 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   return format === 'asif' ? openAsif(path, { readOnly }) : openRaw(path, { readOnly });
 }
 
-export interface CreateImageOptions {
+/** What every format's create takes, plus the format (RAW takes no layer fields). */
+export interface CreateImageOptions extends CreateAsifOptions {
   format: ImageFormat;
-  blockCount: number;
-  blockSize?: 512 | 4096;
-  overwrite?: boolean;
-  layerType?: LayerType | null;
-  parentUUID?: string | null;
 }
 
 export async function createImage(path: string, options: CreateImageOptions): Promise<void> {

@@ -15,7 +15,12 @@
  *   - in a layer, a discarded chunk hides the layer below, so a partial write to it first fills
  *     the new chunk with zeros (it becomes 01) instead of letting unwritten sectors fall through;
  *   - the first change to a non-cache image opened read-write gives it a new layer UUID,
- *     written and synced before that change's data; a read-only image is never written.
+ *     written and synced before that change's data; a read-only image is never written;
+ *   - memory stays bounded: the tables (1 MiB per 126 GiB of address space that was ever
+ *     written) plus the bitmap cache's budgets; writers wait for a flush when changed slices
+ *     exceed theirs.
+ * Requests may run concurrently (the caller orders only overlapping writes); `truncate` and
+ * `close` expect no other request in flight.
  */
 import { v4 as uuidV4 } from 'uuid';
 import { InvalidBlockCountError, RequestError } from '../../block/errors.js';
@@ -159,10 +164,12 @@ export class AsifImage implements Layer {
   async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
     this.checkRange(offset, buf.length);
-    await this.tracked(async () => {
-      await this.beforeChange();
-      await this.writeBytes(buf, offset);
-    });
+    if (buf.length > 0) {
+      await this.tracked(async () => {
+        await this.beforeChange();
+        await this.writeBytes(buf, offset);
+      });
+    }
     await this.afterChange(options);
   }
 
@@ -177,16 +184,19 @@ export class AsifImage implements Layer {
       });
       if (writes) throw new RequestError('ENOTSUP', 'zeroing this range needs data writes, not only a map change');
     }
-    await this.tracked(async () => {
-      await this.beforeChange();
-      await this.zeroRange(offset, length, noHole);
-    });
+    if (length > 0) {
+      await this.tracked(async () => {
+        await this.beforeChange();
+        await this.zeroRange(offset, length, noHole);
+      });
+    }
     await this.afterChange(options);
   }
 
   async discard(offset: number, length: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
     this.checkRange(offset, length);
+    if (length === 0) return this.afterChange(options);
     await this.tracked(async () => {
       await this.beforeChange();
       // Whole allocated chunks are released (they read as zeros, never as the layer below);

@@ -15,17 +15,10 @@
 import type { BlockFile } from '../../io/block-file.js';
 import { activeCopy, decodeDirectory } from './directory.js';
 import { decodeHeader, validateHeader, type AsifHeader } from './header.js';
-import { ChunkStatus, HEADER_BYTES, type Geometry } from './layout.js';
-import { hex, type ProblemSink } from './problems.js';
-import {
-  addressOf,
-  bitmapChunkAt,
-  entryChunk,
-  entryReserved,
-  entryStatus,
-} from './table.js';
 import { firstInvalidSector, isSectorWritten } from './bitmap.js';
-import { bitmapEntryOffset } from './layout.js';
+import { ChunkStatus, HEADER_BYTES, bitmapEntryOffset, type Geometry } from './layout.js';
+import { hex, type ProblemSink } from './problems.js';
+import { addressOf, bitmapChunkAt, entryChunk, entryReserved, entryStatus } from './table.js';
 
 export interface LoadedMap {
   readonly header: AsifHeader;
