@@ -573,6 +573,7 @@ export class AsifImage implements Layer {
   }
 
   private checkRange(offset: number, length: number): void {
+    if (this.closed) throw new RequestError('ESHUTDOWN', `${this.path}: the image is closed`);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new RequestError('EINVAL', `${this.path}: range ${offset}+${length} lies outside the image (${this.size} bytes)`);
     }

@@ -245,6 +245,14 @@ describe('map states', () => {
     ]);
   });
 
+  it('refuses requests after close', async () => {
+    const { image } = await memImage();
+    await image.close();
+    await image.close();
+    await expect(image.read(Buffer.alloc(512), 0)).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+    await expect(image.write(Buffer.alloc(512), 0)).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
+  });
+
   it('refuses ranges outside the image', async () => {
     const { image } = await memImage();
     await expect(image.read(Buffer.alloc(512), image.size - 256)).rejects.toMatchObject({ errno: 'EINVAL' });
