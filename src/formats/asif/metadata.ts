@@ -7,13 +7,15 @@
  * - States: absent `layer type` = standalone image; `cache` / `overlay` = a layer.
  * - Invariants: the plist we write has Apple's exact shape (tab indents, top-level dict not
  *   indented, trailing newline), so a standalone image is byte-compatible with Apple's blank
- *   layout; keys we do not know are kept when we parse.
+ *   layout; keys we do not know are kept when we parse; text reaches the plist parser only
+ *   after xml-guard.ts found it well-formed (the parser would print its complaints).
  */
 import { isDeepStrictEqual } from 'node:util';
 import { build, parse, type PlistValue } from 'plist';
 import type { LayerType } from '../layer.js';
 import { META_HEADER_BYTES, META_MAGIC, META_VERSION } from './layout.js';
 import { hex, type ProblemSink } from './problems.js';
+import { xmlProblem } from './xml-guard.js';
 
 type PlistDict = { [key: string]: PlistValue };
 
@@ -74,7 +76,18 @@ export function decodeMetadata(chunk: Buffer, where: string, sink: ProblemSink):
     return null;
   }
   const nul = chunk.indexOf(0, start);
-  const text = chunk.subarray(start, nul < 0 ? chunk.length : nul).toString('utf8');
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(chunk.subarray(start, nul < 0 ? chunk.length : nul));
+  } catch {
+    sink.corrupt(`${where}: the property list is not valid UTF-8`);
+    return null;
+  }
+  const problem = xmlProblem(text);
+  if (problem) {
+    sink.corrupt(`${where}: the property list is not well-formed XML (${problem})`);
+    return null;
+  }
   let plist: PlistValue;
   try {
     plist = parse(text);
