@@ -188,7 +188,7 @@ for (const s of ['stackbd-raw', 'stackbd-stack', 'nbdkit-file', 'nbdkit-cow', 'q
 const rssRow = rows.find((r) => r.workload === 'rss-1tib');
 if (rssRow) {
   const mib = rssRow.hwmKiB / 1024;
-  targets.push({ target: 'peak RSS < 150 MiB serving a 1 TiB ASIF after random 4 KiB writes', measured: `${mib.toFixed(0)} MiB (${(((mib - 150) / 150) * 100).toFixed(0)}% vs 150 MiB)`, pass: mib < 150 });
+  targets.push({ target: 'peak RSS < 150 MiB serving a 1 TiB ASIF after random 4 KiB writes', measured: `${mib.toFixed(0)} MiB after ${(rssRow.ioBytes / 2 ** 30).toFixed(2)} GiB (${mib < 150 ? '' : '+'}${(((mib - 150) / 150) * 100).toFixed(0)}% vs 150 MiB)`, pass: mib < 150 });
 }
 const judged = targets.filter((t) => t.pass !== null);
 p(`## Targets (issue 5): ${judged.filter((t) => t.pass).length} of ${judged.length} pass`);
