@@ -149,9 +149,9 @@ export class BitmapCache {
     return this.clean.size;
   }
 
-  /** Bytes held in slabs (they are kept for reuse, so this is the high-water mark). */
-  get slabBytes(): number {
-    return this.slabs.length * this.perSlab * this.sliceBytes;
+  /** Slots ever handed out: the high-water mark of slices in memory (slabs are kept for reuse). */
+  get slotCount(): number {
+    return this.slots;
   }
 
   private slotView(slot: number): Uint8Array {

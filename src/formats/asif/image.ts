@@ -246,10 +246,13 @@ export class AsifImage implements Layer {
     });
   }
 
-  /** The bitmap cache right now: clean slices (bounded by `capacity`) and pinned (changed, unflushed) ones. */
-  bitmapCacheStats(): { clean: number; pinned: number; capacity: number; dirtyLimit: number } {
+  /**
+   * The bitmap cache: clean slices (at most `capacity`), pinned ones (changed and not yet
+   * flushed; writers wait beyond `dirtyLimit`), and `slots`, the most slices it ever held.
+   */
+  bitmapCacheStats(): { clean: number; pinned: number; capacity: number; dirtyLimit: number; slots: number } {
     const b = this.store.bitmaps;
-    return { clean: b.cleanCount, pinned: b.pinnedCount, capacity: b.capacity, dirtyLimit: this.dirtyLimit };
+    return { clean: b.cleanCount, pinned: b.pinnedCount, capacity: b.capacity, dirtyLimit: this.dirtyLimit, slots: b.slotCount };
   }
 
   /**

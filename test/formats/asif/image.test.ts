@@ -409,15 +409,29 @@ describe('concurrency', () => {
     }
   });
 
-  it('pinned slices stay bounded: the image flushes on its own when too many pile up', async () => {
-    const { image } = await memImage({ cache: 200 * 16, chunks: 2048 });
-    const { dirtyLimit } = image.bitmapCacheStats();
-    for (let i = 0; i < 1500; i += 50) {
-      await Promise.all(Array.from({ length: 50 }, (_, j) => image.write(patternBytes(512, i + j), (i + j) * C)));
+  it('slices in memory stay bounded: writers wait for a flush when too many changed ones pile up', async () => {
+    const { image } = await memImage({ cache: 200 * 16, chunks: 4096, random: seededRandom(8) });
+    const { dirtyLimit, capacity } = image.bitmapCacheStats();
+    const batch = 50;
+    for (let i = 0; i < 3000; i += batch) {
+      const chunks = Array.from({ length: batch }, (_, j) => i + j);
+      const previous = i - batch;
+      // New partial chunks, two writes each; while their writers wait for flushes: a third sector in half of
+      // the previous batch's chunks (copy on write of slices a flush is writing), a discard of
+      // the other half (slices dropped while cached or lent), reads of older chunks (misses).
+      await Promise.all([
+        ...chunks.map((c) => image.write(patternBytes(512, c), c * C)),
+        ...chunks.map((c) => image.write(patternBytes(512, c + 3), c * C + 4096)),
+        ...(previous >= 0 ? chunks.slice(0, batch / 2).map((c) => image.write(patternBytes(512, c + 7), (c - batch) * C + 8192)) : []),
+        previous >= 0 ? image.discard((previous + batch / 2) * C, (batch / 2) * C) : Promise.resolve(),
+        ...chunks.map((c) => readBack(image, (c % (i + batch)) * C, 512)),
+      ]);
       const stats = image.bitmapCacheStats();
-      expect(stats.pinned).toBeLessThanOrEqual(dirtyLimit + 50);
-      expect(stats.clean).toBeLessThanOrEqual(stats.capacity);
+      expect(stats.pinned).toBeLessThanOrEqual(dirtyLimit + 3 * batch);
+      expect(stats.clean).toBeLessThanOrEqual(capacity);
     }
+    // Clean ones, pinned ones, and the originals of those copied while a flush wrote them.
+    expect(image.bitmapCacheStats().slots).toBeLessThanOrEqual(capacity + 2 * (dirtyLimit + 3 * batch));
   });
 
   it('writes racing flushes lose nothing, and concurrent flushes coalesce', async () => {

@@ -117,6 +117,24 @@ export class CrashDriver {
     return this.step(true, (image) => image.flush());
   }
 
+  /**
+   * A flush started together with writes and whole-chunk discards (on disjoint sectors): the
+   * flush makes durable what completed before it was called, the state before this step, not
+   * the requests racing it.
+   */
+  async flushRacing(jobs: Array<[number, Buffer | number]>): Promise<void> {
+    const before = this.snaps.length - 1;
+    await this.step(false, async (image, model) => {
+      const run = ([o, d]: [number, Buffer | number]): Promise<void> => (typeof d === 'number' ? image.discard(o, d) : image.write(d, o));
+      await Promise.all([image.flush(), ...jobs.map(run)]);
+      for (const [o, d] of jobs) {
+        if (typeof d === 'number') model.discard(o, d);
+        else model.write(o, d);
+      }
+    });
+    this.rec.mark(before);
+  }
+
   reopen(): Promise<void> {
     return this.step(true, async (image) => {
       await image.close();
