@@ -341,6 +341,40 @@ describe('chunk reuse', () => {
     expect((await readBack(image, 20 * C, C)).equals(patternBytes(C, 3))).toBe(true);
   });
 
+  it('never hands a freed chunk to a new owner while a request that looked it up is still running', async () => {
+    class GatedFile extends MemFile {
+      gate: { from: number; to: number; open: Promise<void> } | null = null;
+      override async read(buf: Uint8Array, position: number): Promise<void> {
+        const g = this.gate;
+        if (g && position >= g.from && position < g.to) await g.open;
+        return super.read(buf, position);
+      }
+    }
+    const file = new GatedFile('gated.asif');
+    await createAsifFile(file, { blockCount: 64 * 64, chunkSize: C, maxSectorCount: 2 ** 22 });
+    const image = await openAsifFile(file);
+    const old = patternBytes(C, 1);
+    await image.write(old, 0);
+    await image.flush();
+    const [{ fileOffset }] = await image.fileMap(0, C);
+    let open!: () => void;
+    file.gate = { from: fileOffset as number, to: (fileOffset as number) + C, open: new Promise<void>((r) => (open = r)) };
+    const stalled = readBack(image, 0, C);
+    await new Promise((r) => setImmediate(r));
+    await image.discard(0, C);
+    await image.flush();
+    const size = await file.size();
+    await image.write(patternBytes(C, 2), 5 * C);
+    expect(await file.size()).toBe(size + C);
+    open();
+    const seen = await stalled;
+    expect(seen.equals(old) || seen.every((b) => b === 0)).toBe(true);
+    // Once that read is over, the chunk is reused.
+    await image.write(patternBytes(C, 3), 6 * C);
+    expect(await file.size()).toBe(size + C);
+    expect((await image.fileMap(6 * C, C))[0].fileOffset).toBe(fileOffset);
+  });
+
   it('check reports freed chunks as leaked after close; the next open reuses them', async () => {
     const { image, file } = await memImage();
     await image.write(patternBytes(4 * C, 1), 0);
