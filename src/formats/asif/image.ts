@@ -240,7 +240,7 @@ export class AsifImage implements Layer {
       await this.store.flush();
       const next = withSectorCount(this.header, size / bs);
       await this.file.write(next, 0);
-      await this.file.sync();
+      await this.store.sync();
       this.header = next;
       this.sectorCount = size / bs;
     });
@@ -559,7 +559,7 @@ export class AsifImage implements Layer {
     const guid = uuidToBytes(uuidV4()) as Uint8Array;
     const next = withGuid(this.header, guid);
     await this.file.write(next, 0);
-    await this.file.sync();
+    await this.store.sync();
     this.header = next;
     this.uuid = headerGuid(next);
     this.rotated = true;
@@ -585,6 +585,7 @@ export class AsifImage implements Layer {
   private checkWritable(): void {
     if (this.closed) throw new RequestError('ESHUTDOWN', `${this.path}: the image is closed`);
     if (this.readOnly) throw new RequestError('EPERM', `${this.path}: the image is open read-only`);
+    this.store.checkHealthy();
   }
 }
 

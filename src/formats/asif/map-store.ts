@@ -21,10 +21,14 @@
  *   4. new tables are written and synced before the directory that points to them; the
  *      directory flip (directory.ts) is the commit;
  *   5. a chunk dropped by the map becomes reusable only after the flush that wrote the change;
- *   6. one flush runs at a time; callers arriving while one runs share the next one.
+ *   6. one flush runs at a time; callers arriving while one runs share the next one;
+ *   7. a failed write leaves the snapshot's changes dirty for the next flush; a failed sync
+ *      poisons the image (after a failed fsync the kernel may have dropped dirty pages, and the
+ *      directory flip may or may not have landed): every later flush and change fails with EIO
+ *      until the image is opened again, which finds whatever the disk really holds.
  */
 import type { BlockFile } from '../../io/block-file.js';
-import { CorruptedImageError } from '../../block/errors.js';
+import { CorruptedImageError, RequestError } from '../../block/errors.js';
 import type { ChunkAllocator } from './allocator.js';
 import { BitmapCache, type DirtySlice } from './bitmap-cache.js';
 import { firstInvalidSector } from './bitmap.js';
@@ -73,6 +77,7 @@ export class MapStore {
   private dataChunks = 0;
   private running: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
+  private failedSync: RequestError | null = null;
 
   constructor(
     private readonly file: BlockFile,
@@ -174,8 +179,28 @@ export class MapStore {
     this.bitmaps.drop(logical);
   }
 
+  /** Syncs the file; a failure poisons the image (invariant 7). */
+  async sync(): Promise<void> {
+    this.checkHealthy();
+    try {
+      await this.file.sync();
+    } catch (err) {
+      this.failedSync ??= new RequestError(
+        'EIO',
+        `${this.file.path}: a sync failed (${(err as Error).message}); changes since the last flush may be lost: open the image again`,
+      );
+      throw err;
+    }
+  }
+
+  /** Throws once a sync has failed (invariant 7). */
+  checkHealthy(): void {
+    if (this.failedSync) throw this.failedSync;
+  }
+
   /** Makes every change so far durable; see the invariants above. */
   flush(): Promise<void> {
+    if (this.failedSync) return Promise.reject(this.failedSync);
     if (this.queued) return this.queued;
     if (!this.running) return this.startFlush();
     const next = this.running
@@ -197,13 +222,14 @@ export class MapStore {
   }
 
   private async runFlush(): Promise<void> {
+    this.checkHealthy();
     const snap = this.snapshot();
     try {
-      await this.file.sync();
+      await this.sync();
       for (const phase of [snap.detach, snap.bitmapWrites, snap.bitmapPointers, snap.tableWrites]) {
         if (phase.length === 0) continue;
         await writeAll(this.file, phase);
-        await this.file.sync();
+        await this.sync();
       }
       if (snap.directory) await this.commitDirectory(snap.directory);
     } catch (err) {
@@ -306,10 +332,10 @@ export class MapStore {
     const target = this.active === 0 ? 1 : 0;
     const offset = this.directoryOffsets[target];
     await this.file.write(encodeDirectoryBody(tables), offset + 8);
-    await this.file.sync();
+    await this.sync();
     const sequence = this.sequences[this.active] + 1n;
     await this.file.write(encodeSequence(sequence), offset);
-    await this.file.sync();
+    await this.sync();
     this.sequences[target] = sequence;
     this.active = target;
   }

@@ -493,38 +493,78 @@ describe('concurrency', () => {
 });
 
 describe('flush failures', () => {
-  it('a failed flush leaves the changes dirty; the next flush writes them', async () => {
-    class FlakyFile extends MemFile {
-      failSyncs = 0;
-      override async sync(): Promise<void> {
-        if (this.failSyncs > 0) {
-          this.failSyncs--;
-          throw Object.assign(new Error('EIO'), { code: 'EIO' });
+  class FlakyFile extends MemFile {
+    /** Fails the nth sync or write from now (1 = the next one). */
+    failSync = 0;
+    failWrite = 0;
+    override async sync(): Promise<void> {
+      if (this.failSync > 0 && --this.failSync === 0) throw Object.assign(new Error('EIO: sync'), { code: 'EIO' });
+      return super.sync();
+    }
+    override async write(buf: Uint8Array, position: number): Promise<void> {
+      if (this.failWrite > 0 && --this.failWrite === 0) throw Object.assign(new Error('EIO: write'), { code: 'EIO' });
+      return super.write(buf, position);
+    }
+  }
+
+  async function dirtyImage(): Promise<{ file: FlakyFile; image: AsifImage; writes: Array<[number, Buffer]> }> {
+    const file = new FlakyFile('flaky.asif');
+    await createAsifFile(file, { blockCount: 64 * 64, chunkSize: C, maxSectorCount: 2 ** 22, layerType: 'overlay', parentUUID: PARENT });
+    const image = await openAsifFile(file);
+    const writes: Array<[number, Buffer]> = [
+      [1000, patternBytes(1000, 1)],
+      [3 * C, patternBytes(C, 2)],
+      [20 * C + 4096, patternBytes(4096, 3)],
+    ];
+    for (const [at, data] of writes) await image.write(data, at);
+    return { file, image, writes };
+  }
+
+  it('a failed sync poisons the image: later changes and flushes fail with EIO; reopening finds a clean map', async () => {
+    let failures = 0;
+    for (let n = 1; n <= 8; n++) {
+      const { file, image, writes } = await dirtyImage();
+      file.failSync = n;
+      const failed = await image.flush().then(
+        () => false,
+        () => true,
+      );
+      if (!failed) continue;
+      failures++;
+      await expect(image.write(Buffer.alloc(512), 0)).rejects.toMatchObject({ errno: 'EIO' });
+      await expect(image.flush()).rejects.toMatchObject({ errno: 'EIO' });
+      await expect(image.close()).rejects.toMatchObject({ errno: 'EIO' });
+      const reopened = await openAsifFile(file.copy({ readOnly: true }));
+      for (const [at, data] of writes) {
+        const back = await readBack(reopened, at, data.length);
+        for (let s = 0; s < data.length; s += 512) {
+          const piece = back.subarray(s, s + 512);
+          expect(piece.equals(data.subarray(s, s + 512)) || piece.every((b) => b === 0)).toBe(true);
         }
       }
+      expect((await checkAsifFile(file.copy({ readOnly: true }))).errors).toEqual([]);
     }
-    for (const failAt of [1, 2, 3]) {
-      const file = new FlakyFile('flaky.asif');
-      await createAsifFile(file, { blockCount: 64 * 64, chunkSize: C, maxSectorCount: 2 ** 22, layerType: 'cache' });
-      const image = await openAsifFile(file);
-      await image.write(patternBytes(1000, 1), 1000);
-      await image.write(patternBytes(C, 2), 3 * C);
-      await image.write(patternBytes(C, 3), 64 * 63 * 512);
-      // Let the first failAt - 1 syncs of the flush pass, then fail one.
-      let passes = failAt - 1;
-      const realSync = file.sync.bind(file);
-      file.sync = async () => {
-        if (passes-- === 0) throw Object.assign(new Error('EIO'), { code: 'EIO' });
-        return realSync();
-      };
-      await expect(image.flush()).rejects.toThrow('EIO');
-      file.sync = realSync;
+    // Data, bitmaps, tables, the directory body and its flip each end with a sync.
+    expect(failures).toBeGreaterThanOrEqual(5);
+  });
+
+  it('a failed write leaves the changes dirty; the next flush writes them', async () => {
+    let failures = 0;
+    for (let n = 1; n <= 8; n++) {
+      const { file, image, writes } = await dirtyImage();
+      file.failWrite = n;
+      const failed = await image.flush().then(
+        () => false,
+        () => true,
+      );
+      if (failed) failures++;
       await image.flush();
       await image.close();
       const reopened = await openAsifFile(file.copy({ readOnly: true }));
-      expect((await readBack(reopened, 1000, 1000)).equals(patternBytes(1000, 1))).toBe(true);
-      expect((await readBack(reopened, 3 * C, C)).equals(patternBytes(C, 2))).toBe(true);
+      for (const [at, data] of writes) expect((await readBack(reopened, at, data.length)).equals(data)).toBe(true);
       expect((await checkAsifFile(file.copy({ readOnly: true }))).errors).toEqual([]);
     }
+    // Slices, the new table, the directory body and its flip.
+    expect(failures).toBeGreaterThanOrEqual(4);
   });
 });
