@@ -111,13 +111,18 @@ async function randomWorkload(d: CrashDriver, steps: number): Promise<void> {
   }
 }
 
+/** STACKBD_SOAK=N runs each random workload with N seeds (for long bug hunts). */
+const soak = Math.max(1, Number(process.env.STACKBD_SOAK ?? 1));
+
 describe.each(RANDOM_CASES)('crash consistency, random workload: $name', ({ image, steps, randomCuts }) => {
   it('every crash opens, checks without errors and keeps what was flushed', async () => {
-    const d = await CrashDriver.start(image);
-    await randomWorkload(d, steps);
-    const recording = await d.finish();
-    expect(recording.log.filter((e) => e.kind === 'sync').length).toBeGreaterThan(10);
-    expect(await verifyAllCrashes(recording, randomCuts)).toBeGreaterThan(randomCuts);
+    for (let k = 0; k < soak; k++) {
+      const d = await CrashDriver.start({ ...image, seed: image.seed + 1000 * k });
+      await randomWorkload(d, steps);
+      const recording = await d.finish();
+      expect(recording.log.filter((e) => e.kind === 'sync').length).toBeGreaterThan(10);
+      expect(await verifyAllCrashes(recording, randomCuts)).toBeGreaterThan(randomCuts);
+    }
   });
 });
 
