@@ -507,6 +507,12 @@ describe('flush failures', () => {
     }
   }
 
+  const fails = (work: Promise<unknown>): Promise<boolean> =>
+    work.then(
+      () => false,
+      () => true,
+    );
+
   async function dirtyImage(): Promise<{ file: FlakyFile; image: AsifImage; writes: Array<[number, Buffer]> }> {
     const file = new FlakyFile('flaky.asif');
     await createAsifFile(file, { blockCount: 64 * 64, chunkSize: C, maxSectorCount: 2 ** 22, layerType: 'overlay', parentUUID: PARENT });
@@ -525,10 +531,7 @@ describe('flush failures', () => {
     for (let n = 1; n <= 8; n++) {
       const { file, image, writes } = await dirtyImage();
       file.failSync = n;
-      const failed = await image.flush().then(
-        () => false,
-        () => true,
-      );
+      const failed = await fails(image.flush());
       if (!failed) continue;
       failures++;
       await expect(image.write(Buffer.alloc(512), 0)).rejects.toMatchObject({ errno: 'EIO' });
@@ -553,10 +556,7 @@ describe('flush failures', () => {
     for (let n = 1; n <= 8; n++) {
       const { file, image, writes } = await dirtyImage();
       file.failWrite = n;
-      const failed = await image.flush().then(
-        () => false,
-        () => true,
-      );
+      const failed = await fails(image.flush());
       if (failed) failures++;
       await image.flush();
       await image.close();
