@@ -18,8 +18,11 @@ export class ByteQueue {
     this.total += chunk.length;
   }
 
-  /** Removes and returns the next `n` bytes. The caller checks `length >= n` first. */
-  take(n: number): Buffer {
+  /**
+   * Removes and returns the next `n` bytes. The caller checks `length >= n` first. When they
+   * straddle chunks they are copied into a buffer from `allocate` (default: a new one).
+   */
+  take(n: number, allocate: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
     if (n > this.total) throw new RangeError(`take(${n}) with only ${this.total} bytes queued`);
     this.total -= n;
     const first = this.chunks[0];
@@ -33,7 +36,7 @@ export class ByteQueue {
       }
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = allocate(n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.chunks[0];

@@ -9,6 +9,8 @@ import { decodeRequestHeader, requestHeaderSize, type RequestHeader } from './co
 
 export interface ParsedRequest extends RequestHeader {
   payload: Buffer;
+  /** The payload was copied into a buffer from the allocator (the caller may recycle it). */
+  payloadCopied: boolean;
 }
 
 /** The stream cannot be read on: the connection must be closed. */
@@ -23,7 +25,11 @@ export class RequestReader {
   private header: RequestHeader | null = null;
   private readonly headerSize: number;
 
-  constructor(private readonly extended: boolean) {
+  constructor(
+    private readonly extended: boolean,
+    /** Where payloads that straddle received chunks are assembled. */
+    private readonly allocate: (size: number) => Buffer = Buffer.allocUnsafe,
+  ) {
     this.headerSize = requestHeaderSize(extended);
   }
 
@@ -51,7 +57,13 @@ export class RequestReader {
     }
     if (this.queue.length < payloadLength) return null;
     this.header = null;
-    return { ...header, payload: payloadLength > 0 ? this.queue.take(payloadLength) : EMPTY };
+    if (payloadLength === 0) return { ...header, payload: EMPTY, payloadCopied: false };
+    let copied = false;
+    const payload = this.queue.take(payloadLength, (size) => {
+      copied = true;
+      return this.allocate(size);
+    });
+    return { ...header, payload, payloadCopied: copied };
   }
 
   private payloadLength(header: RequestHeader): number {

@@ -29,7 +29,14 @@ import type { ContextKind } from './meta-contexts.js';
 
 /** Where replies go. Each call's buffers are written together, in order, nothing in between. */
 export interface ReplySink {
-  send(...buffers: Buffer[]): void;
+  /**
+   * The buffers of one reply, written back to back with nothing in between. `release` runs
+   * once the connection no longer needs them (written, or the connection is gone).
+   */
+  send(buffers: readonly Buffer[], release?: () => void): void;
+  /** A buffer for a reply's data, to be handed back with `recycle` (directly or as `release`). */
+  allocate(size: number): Buffer;
+  recycle(buf: Buffer): void;
 }
 
 export interface Connection {
@@ -122,12 +129,12 @@ function validate(req: Request, conn: Connection): Rejection | null {
 
 /** Sends the success reply of a command without payload. */
 function sendOk(req: Request, conn: Connection, sink: ReplySink): void {
-  sink.send(conn.mode === 'extended' ? encodeDoneChunk(conn.mode, req.cookie, req.offset) : encodeSimpleReply(req.cookie, 0));
+  sink.send([conn.mode === 'extended' ? encodeDoneChunk(conn.mode, req.cookie, req.offset) : encodeSimpleReply(req.cookie, 0)]);
 }
 
 function sendError(req: Request, conn: Connection, sink: ReplySink, errno: number, message: string): void {
-  if (conn.mode === 'simple') sink.send(encodeSimpleReply(req.cookie, errno));
-  else sink.send(encodeErrorChunk(conn.mode, req.cookie, req.offset, errno, message));
+  if (conn.mode === 'simple') sink.send([encodeSimpleReply(req.cookie, errno)]);
+  else sink.send([encodeErrorChunk(conn.mode, req.cookie, req.offset, errno, message)]);
 }
 
 const OPERATION_OF: Readonly<Record<number, Operation>> = {
@@ -201,28 +208,34 @@ async function execute(req: Request, conn: Connection, sink: ReplySink): Promise
 
 async function handleRead(req: Request, conn: Connection, sink: ReplySink): Promise<void> {
   const exp = conn.export;
-  if (conn.mode === 'simple') {
-    const buf = Buffer.allocUnsafe(16 + req.length);
-    if (req.length > 0) await exp.read(buf.subarray(16), req.offset);
-    writeSimpleReplyHeader(buf, 0, 0, req.cookie);
-    sink.send(buf);
+  if (req.length === 0 && conn.mode !== 'simple') {
+    sink.send([encodeDoneChunk(conn.mode, req.cookie, req.offset)]);
     return;
   }
-  if (req.length === 0) {
-    sink.send(encodeDoneChunk(conn.mode, req.cookie, req.offset));
-    return;
-  }
-  const prefix = dataChunkPrefixSize(conn.mode);
-  const buf = Buffer.allocUnsafe(prefix + req.length);
+  // One buffer per reply: the header in front, the data filled in place by the layers.
+  const prefix = conn.mode === 'simple' ? 16 : dataChunkPrefixSize(conn.mode);
+  const buf = sink.allocate(prefix + req.length);
+  const release = (): void => sink.recycle(buf);
   const data = buf.subarray(prefix);
-  const runs = await exp.read(data, req.offset);
+  let runs: Run[];
+  try {
+    runs = req.length > 0 ? await exp.read(data, req.offset) : [];
+  } catch (err) {
+    release();
+    throw err;
+  }
+  if (conn.mode === 'simple') {
+    writeSimpleReplyHeader(buf, 0, 0, req.cookie);
+    sink.send([buf], release);
+    return;
+  }
   const holes = (req.flags & CommandFlag.DF) === 0 ? runs.filter((r) => r.state !== 'data' && r.length >= MIN_HOLE_CHUNK) : [];
   if (holes.length === 0) {
     writeDataChunkPrefix(buf, 0, conn.mode, req.cookie, req.offset, req.offset, req.length, true);
-    sink.send(buf);
+    sink.send([buf], release);
     return;
   }
-  sink.send(...readChunks(req, conn.mode, data, runs));
+  sink.send(readChunks(req, conn.mode, data, runs), release);
 }
 
 /** The chunks of a read reply with holes: data runs as OFFSET_DATA, long zero runs as
@@ -284,5 +297,5 @@ async function handleBlockStatus(req: Request, conn: Connection, sink: ReplySink
     else extents = toExtents(dirty, (r) => (r.state === 'absent' ? 0 : DIRTY_STATE), reqOne);
     chunks.push(encodeBlockStatusChunk(conn.mode, req.cookie, req.offset, id, extents, i === entries.length - 1));
   });
-  sink.send(...chunks);
+  sink.send(chunks);
 }

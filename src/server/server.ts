@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Export } from './export.js';
 import { DEFAULT_BLOCK_SIZE, type ExportDirectory, type NegotiationPolicy } from './negotiation.js';
-import { DEFAULT_SESSION_OPTIONS, Session, type SessionOptions } from './session.js';
+import { Session, defaultSessionOptions, type SessionOptions } from './session.js';
 import type { TlsSettings } from './tls.js';
 
 export interface ServerOptions {
@@ -42,7 +42,7 @@ export class NbdServer implements ExportDirectory {
   ) {
     for (const exp of exports) this.addExport(exp);
     this.policy = { shuttingDown: () => this.closing !== null, blockSize: DEFAULT_BLOCK_SIZE, tls: options.tls ?? null };
-    this.sessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...options.session };
+    this.sessionOptions = { ...defaultSessionOptions(), ...options.session };
   }
 
   get(name: string): Export | undefined {

@@ -19,6 +19,7 @@ import { Command, Limits } from '../nbd/constants.js';
 import { RequestReader, type ParsedRequest } from '../nbd/request-reader.js';
 import { dispatch, type Connection, type ReplySink } from './dispatch.js';
 import type { Export } from './export.js';
+import { BufferPool } from '../io/buffer-pool.js';
 import {
   NegotiationAborted,
   ProtocolError,
@@ -30,12 +31,13 @@ import {
 export interface SessionOptions {
   maxBytesInFlight: number;
   negotiationTimeoutMs: number;
+  /** Buffers for large payloads and replies, shared by the sessions of a server. */
+  pool: BufferPool;
 }
 
-export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
-  maxBytesInFlight: 64 * 1024 * 1024,
-  negotiationTimeoutMs: 30_000,
-};
+export function defaultSessionOptions(): SessionOptions {
+  return { maxBytesInFlight: 64 * 1024 * 1024, negotiationTimeoutMs: 30_000, pool: new BufferPool() };
+}
 
 type Phase = 'negotiating' | 'transmitting' | 'draining' | 'closed';
 
@@ -60,7 +62,7 @@ export class Session implements ReplySink {
     private readonly exports: ExportDirectory,
     private readonly policy: NegotiationPolicy,
     private readonly log: Logger,
-    private readonly options: SessionOptions = DEFAULT_SESSION_OPTIONS,
+    private readonly options: SessionOptions = defaultSessionOptions(),
   ) {
     this.done = new Promise((resolve) => {
       this.finished = resolve;
@@ -116,7 +118,7 @@ export class Session implements ReplySink {
       this.conn = { export: negotiated.export, mode: negotiated.mode, contexts: negotiated.contexts };
       negotiated.export.attach();
       this.phase = 'transmitting';
-      this.reader = new RequestReader(negotiated.mode === 'extended');
+      this.reader = new RequestReader(negotiated.mode === 'extended', (size) => this.options.pool.take(size));
       // Whatever the client pipelined behind GO is the start of the request stream.
       if (this.queue.length > 0) this.reader.push(this.queue.take(this.queue.length));
       this.log.debug(
@@ -200,6 +202,7 @@ export class Session implements ReplySink {
         this.socket.destroy();
       })
       .finally(() => {
+        if (request.payloadCopied) this.options.pool.give(request.payload);
         this.inFlight--;
         this.bytesInFlight -= weight;
         if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
@@ -232,14 +235,27 @@ export class Session implements ReplySink {
   }
 
   /** ReplySink: the buffers of one reply, written back to back. */
-  send(...buffers: Buffer[]): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
+  send(buffers: readonly Buffer[], release?: () => void): void {
+    if (this.socket.destroyed || !this.socket.writable) {
+      release?.();
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       setImmediate(() => this.flushCork());
     }
-    for (const b of buffers) this.socket.write(b);
+    const last = buffers.length - 1;
+    // The callback of the last write runs once the socket has taken all of them (or failed).
+    buffers.forEach((b, i) => this.socket.write(b, i === last && release ? () => release() : undefined));
+  }
+
+  allocate(size: number): Buffer {
+    return this.options.pool.take(size);
+  }
+
+  recycle(buf: Buffer): void {
+    this.options.pool.give(buf);
   }
 
   private flushCork(): void {

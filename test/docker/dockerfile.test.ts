@@ -36,10 +36,15 @@ function parseDockerfile(text: string): Stage[] {
   return stages;
 }
 
-async function copyInto(from: string, sources: string[], dest: string): Promise<void> {
+/** Copies build-context paths the way docker does: anything .dockerignore names stays out. */
+async function copyInto(from: string, sources: string[], dest: string, ignored: readonly string[]): Promise<void> {
+  const keep = (file: string): boolean => {
+    const rel = path.relative(from, file);
+    return !ignored.some((pattern) => rel === pattern || rel.startsWith(`${pattern}/`));
+  };
   for (const source of sources) {
     const target = dest.endsWith('/') || sources.length > 1 ? path.join(dest, path.basename(source)) : dest;
-    await fs.cp(path.join(from, source), target, { recursive: true });
+    await fs.cp(path.join(from, source), target, { recursive: true, filter: keep });
   }
 }
 
@@ -67,12 +72,13 @@ describe('docker/Dockerfile', () => {
     const finalDir = path.join(dir, 'final');
     await fs.mkdir(buildDir);
     await fs.mkdir(finalDir);
-    // The build stage, step by step, from the project as git has it (a clean checkout).
+    // The build stage, step by step, from the build context as docker would send it.
+    const ignored = (await fs.readFile(path.join(PROJECT_ROOT, '.dockerignore'), 'utf8')).split('\n').filter((l) => l.trim() !== '');
     for (const step of stages[0].steps) {
       if (step.op === 'WORKDIR') continue;
       if (step.op === 'COPY') {
         const parts = step.args.split(/\s+/);
-        await copyInto(PROJECT_ROOT, parts.slice(0, -1), path.join(buildDir, parts[parts.length - 1]));
+        await copyInto(PROJECT_ROOT, parts.slice(0, -1), path.join(buildDir, parts[parts.length - 1]), ignored);
       } else if (step.op === 'RUN') {
         const r = await runCommand('sh', ['-c', `cd "${buildDir}" && ${step.args}`], 300_000);
         expect(r.code, `RUN ${step.args}\n${r.stderr}`).toBe(0);
@@ -94,6 +100,8 @@ describe('docker/Dockerfile', () => {
       if (step.op === 'HEALTHCHECK') health = step.args;
     }
     expect(await fs.stat(path.join(finalDir, 'node_modules/vitest')).catch(() => null)).toBeNull();
+    // The native fast paths were built and come along (node_modules links to native/).
+    expect((await fs.stat(path.join(finalDir, 'node_modules/stackbd-native/build/Release/stackbd_native.node'))).isFile()).toBe(true);
     const version = await runCommand(process.execPath, [path.join(finalDir, 'bin/stackbd.js'), '--version']);
     expect(version.code, version.stderr).toBe(0);
 

@@ -3,7 +3,7 @@ import { encodeRequestHeader } from '../../src/nbd/codec.js';
 import { Command, CommandFlag } from '../../src/nbd/constants.js';
 import { RequestReader, RequestStreamError, type ParsedRequest } from '../../src/nbd/request-reader.js';
 
-function stream(extended: boolean): { bytes: Buffer; expected: Array<Omit<ParsedRequest, 'payload'> & { payload: string }> } {
+function stream(extended: boolean): { bytes: Buffer; expected: Array<Omit<ParsedRequest, 'payload' | 'payloadCopied'> & { payload: string }> } {
   const write = Buffer.from('0123456789abcdef0123');
   const reqs = [
     { flags: 0, type: Command.READ, cookie: 1n, offset: 0, length: 4096, payload: '' },
@@ -27,9 +27,12 @@ function stream(extended: boolean): { bytes: Buffer; expected: Array<Omit<Parsed
   return { bytes: Buffer.concat(parts), expected: reqs };
 }
 
-function drain(reader: RequestReader): Array<Omit<ParsedRequest, 'payload'> & { payload: string }> {
+function drain(reader: RequestReader): Array<Omit<ParsedRequest, 'payload' | 'payloadCopied'> & { payload: string }> {
   const out = [];
-  for (let r = reader.next(); r; r = reader.next()) out.push({ ...r, payload: r.payload.toString() });
+  for (let r = reader.next(); r; r = reader.next()) {
+    const { payloadCopied: _copied, ...rest } = r;
+    out.push({ ...rest, payload: r.payload.toString() });
+  }
   return out;
 }
 
@@ -69,12 +72,26 @@ describe('RequestReader', () => {
     expect(() => huge.next()).toThrow(/payload/);
   });
 
-  it('returns single-chunk payloads as views of the received buffer', () => {
+  it('returns single-chunk payloads as views of the received buffer, and assembles the others with the allocator', () => {
     const { bytes } = stream(false);
     const reader = new RequestReader(false);
     reader.push(bytes);
     reader.next();
     const write = reader.next()!;
     expect(write.payload.buffer).toBe(bytes.buffer);
+    expect(write.payloadCopied).toBe(false);
+
+    const sizes: number[] = [];
+    const split = new RequestReader(false, (size) => {
+      sizes.push(size);
+      return Buffer.alloc(size);
+    });
+    split.push(bytes.subarray(0, 60));
+    split.push(bytes.subarray(60));
+    split.next();
+    const assembled = split.next()!;
+    expect(assembled.payloadCopied).toBe(true);
+    expect(assembled.payload.toString()).toBe('0123456789abcdef0123');
+    expect(sizes).toEqual([20]);
   });
 });
