@@ -1,0 +1,241 @@
+/**
+ * Shutdown: SIGTERM to the real `stackbd serve` while requests are in flight on several
+ * connections (writes on a RAW export and on a RAW + ASIF stack, and a slow queue of
+ * overlapping WRITE_ZEROES that keeps the server draining for a while), while one client is
+ * still negotiating, and while new clients try to connect.
+ * - Every request either completes (and then its data is in the files after the exit), or
+ *   fails with ESHUTDOWN, or goes unanswered because the server closed the connection.
+ * - The server syncs (the overlay checks clean and holds every acknowledged write, with no
+ *   FLUSH sent and the sync timer off) and exits 0 within 10 s.
+ * - The negotiating client is never served during the shutdown: an option it sends then gets
+ *   ERR_SHUTDOWN, or its connection is closed (the test reports which); new connections get
+ *   no greeting.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Magic, Option, OptionReply } from '../../src/nbd/constants.js';
+import { NbdClient, NbdRequestError } from '../../src/nbd/client.js';
+import { encodeOption } from '../../src/nbd/handshake.js';
+import { DiskImage } from '../../src/stack/disk-image.js';
+import { RawConnection } from '../helpers/raw-connection.js';
+import { runStackbd } from '../helpers/run-command.js';
+import { spawnServer, type SpawnedServer } from '../helpers/spawn-server.js';
+import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { exitOf, signalAndWait } from './helpers/proc.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const SIZE = 16 * MiB;
+const ESHUTDOWN = 108;
+const SLOW_ZEROES = 600;
+
+type Outcome = 'acknowledged' | 'ESHUTDOWN' | 'dropped';
+
+async function outcome(p: Promise<void>): Promise<Outcome> {
+  try {
+    await p;
+    return 'acknowledged';
+  } catch (err) {
+    if (err instanceof NbdRequestError) {
+      if (err.errno === ESHUTDOWN) return 'ESHUTDOWN';
+      throw new Error(`a request failed with error ${err.errno} (${err.message}) during shutdown, not ESHUTDOWN`);
+    }
+    if (String(err).includes('connection closed') || String(err).includes('ECONNRESET')) return 'dropped';
+    throw err;
+  }
+}
+
+/** What a client that connects during the shutdown gets before the server lets it go. */
+async function connectDuringShutdown(port: number): Promise<{ refused: boolean; bytes: number }> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  let bytes = 0;
+  socket.on('data', (d: Buffer) => (bytes += d.length));
+  return new Promise((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve({ refused: err.code === 'ECONNREFUSED', bytes }));
+    socket.once('close', () => resolve({ refused: false, bytes }));
+    setTimeout(() => {
+      socket.destroy();
+      resolve({ refused: false, bytes });
+    }, 5000);
+  });
+}
+
+describe('SIGTERM with requests in flight', () => {
+  let dir: string;
+  let raw: string;
+  let base: string;
+  let overlay: string;
+  let server: SpawnedServer;
+
+  beforeAll(async () => {
+    dir = await makeTempDir('stackbd-shutdown-');
+    raw = path.join(dir, 'disk.raw');
+    base = path.join(dir, 'base.raw');
+    overlay = path.join(dir, 'overlay.asif');
+    await fs.writeFile(raw, randomBytes(SIZE));
+    await fs.writeFile(base, randomBytes(SIZE));
+    const made = await runStackbd(['append', base, '--new', overlay]);
+    expect(made.code, made.stderr).toBe(0);
+    server = await spawnServer({ args: ['--export', `raw=${raw}`, '--export', `stack=${base},${overlay}`, '--sync-interval', '0'] });
+  });
+  afterAll(async () => {
+    if (server) await signalAndWait(server.process, 'SIGKILL');
+    await removeDir(dir);
+  });
+
+  it('finishes or fails what is in flight, never serves a negotiating client, syncs and exits 0 within 10 s', async () => {
+    const target = { kind: 'tcp' as const, host: '127.0.0.1', port: server.port };
+    const slow = await NbdClient.connect(target, { exportName: 'raw' });
+    const rawWriter = await NbdClient.connect(target, { exportName: 'raw', structuredReplies: false });
+    const stackWriter = await NbdClient.connect(target, { exportName: 'stack', extendedHeaders: true });
+
+    // A client in the middle of negotiating: greeting read, one option answered.
+    const negotiating = await RawConnection.open(server.port);
+    const greeting = await negotiating.read(18);
+    expect(greeting.readBigUInt64BE(0)).toBe(Magic.NBDMAGIC);
+    negotiating.write(Buffer.from([0, 0, 0, 3]), encodeOption(Option.LIST));
+    const listed = await negotiating.read(20);
+    expect(listed.readBigUInt64BE(0)).toBe(Magic.OPTION_REPLY);
+    await negotiating.read(listed.readUInt32BE(16));
+    for (;;) {
+      const head = await negotiating.read(20);
+      await negotiating.read(head.readUInt32BE(16));
+      if (head.readUInt32BE(12) === OptionReply.ACK) break;
+    }
+
+    // The slow part: overlapping 1 MiB zeroes run one after the other.
+    // (Outcomes are taken at once, so no rejection goes unhandled while the test waits.)
+    const zeroes = Array.from({ length: SLOW_ZEROES }, () => outcome(slow.zero(SIZE - MiB, MiB, { noHole: true })));
+    const writes: Array<{ client: 'raw' | 'stack'; offset: number; data: Buffer; done: Promise<Outcome> }> = [];
+    for (let i = 0; i < 48; i++) {
+      const data = randomBytes(64 * KiB + (i % 3) * 512);
+      const offset = i * 80 * KiB + (i % 5) * 512 + (i % 2) * 7;
+      writes.push({ client: 'raw', offset, data, done: outcome(rawWriter.pwrite(data, offset)) });
+      writes.push({ client: 'stack', offset, data, done: outcome(stackWriter.pwrite(data, offset)) });
+    }
+    // A bulk writer past the bytes-in-flight limit (64 MiB): the server stops reading it, so at
+    // the shutdown part of its requests were never taken in. 12 rounds over 8 slots of 1 MiB.
+    const bulkWriter = await NbdClient.connect(target, { exportName: 'raw' });
+    const bulk = Array.from({ length: 96 }, (_, i) => {
+      const data = randomBytes(MiB);
+      return { slot: i % 8, data, done: outcome(bulkWriter.pwrite(data, 4 * MiB + (i % 8) * MiB)) };
+    });
+    // Let the server answer some of them, then stop it while the rest are in flight.
+    let answered = 0;
+    await new Promise<void>((resolve) => {
+      for (const w of writes) void w.done.then(() => ++answered === 24 && resolve());
+      setTimeout(resolve, 3000);
+    });
+    const signalled = Date.now();
+    process.kill(server.pid, 'SIGTERM');
+    const exited = exitOf(server.process);
+    await server.waitForLog('shutting down', 5000).catch((err: unknown) => {
+      throw new Error(`${String(err)}\nexit: ${server.process.exitCode} ${server.process.signalCode}`);
+    });
+    const aliveDuringShutdown = server.process.exitCode === null;
+
+    // During the shutdown: the negotiating client asks again; a new client tries to connect.
+    negotiating.write(encodeOption(Option.LIST));
+    let negotiationOutcome: string;
+    try {
+      const head = await negotiating.read(20, 5000);
+      const type = head.readUInt32BE(12);
+      negotiationOutcome = type === OptionReply.ERR_SHUTDOWN ? 'ERR_SHUTDOWN' : `reply type 0x${type.toString(16)}`;
+    } catch (err) {
+      negotiationOutcome = String(err).includes('closed') ? 'closed' : String(err);
+    }
+    const late = await connectDuringShutdown(server.port);
+
+    const results = await Promise.all([...zeroes, ...writes.map((w) => w.done)]);
+    const bulkOutcomes = await Promise.all(bulk.map((b) => b.done));
+    const exit = await exited;
+    const stopMs = Date.now() - signalled;
+
+    const tally = (from: Outcome[]): Record<Outcome, number> => ({
+      acknowledged: from.filter((o) => o === 'acknowledged').length,
+      ESHUTDOWN: from.filter((o) => o === 'ESHUTDOWN').length,
+      dropped: from.filter((o) => o === 'dropped').length,
+    });
+    const zeroTally = tally(results.slice(0, SLOW_ZEROES));
+    const writeOutcomes = results.slice(SLOW_ZEROES);
+    const writeTally = tally(writeOutcomes);
+    const bulkTally = tally(bulkOutcomes);
+    console.log(
+      `shutdown: exit ${exit.code} after ${stopMs} ms; ${SLOW_ZEROES} slow zeroes: ${JSON.stringify(zeroTally)}; 96 writes: ${JSON.stringify(writeTally)}; 96 bulk 1 MiB writes: ${JSON.stringify(bulkTally)}; ` +
+        `negotiating client: ${negotiationOutcome}; new connection: ${late.refused ? 'refused' : `closed after ${late.bytes} bytes`}`,
+    );
+
+    expect(aliveDuringShutdown, 'the slow workload kept the server draining').toBe(true);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(stopMs).toBeLessThan(10_000);
+    expect(server.logs()).toContain('server stopped');
+    expect(['ERR_SHUTDOWN', 'closed'], 'a negotiating client is never served during the shutdown').toContain(negotiationOutcome);
+    expect(late.bytes, 'a client connecting during the shutdown gets no greeting').toBe(0);
+    // Requests already taken in were finished: the slow queue ran to its end.
+    expect(zeroTally.acknowledged).toBeGreaterThan(0);
+
+    // Every acknowledged write is in the files: the RAW file, and the overlay (synced at shutdown).
+    const rawBytes = await fs.readFile(raw);
+    const check = await runStackbd(['check', overlay]);
+    expect(check.code, `the overlay is clean after a shutdown\n${check.stdout}${check.stderr}`).toBe(0);
+    const stack = await DiskImage.open([base, overlay]);
+    try {
+      for (const [i, w] of writes.entries()) {
+        if (writeOutcomes[i] !== 'acknowledged') continue;
+        const got = w.client === 'raw' ? rawBytes.subarray(w.offset, w.offset + w.data.length) : Buffer.alloc(w.data.length);
+        if (w.client === 'stack') await stack.stack.read(got, w.offset);
+        expect(got.equals(w.data), `${w.client} write ${w.offset}+${w.data.length} was acknowledged but is not in the file`).toBe(true);
+      }
+    } finally {
+      await stack.close();
+    }
+    if (zeroTally.acknowledged > 0) expect(rawBytes.subarray(SIZE - MiB).every((b) => b === 0)).toBe(true);
+    // Each bulk slot holds its last acknowledged write: overlapping writes land in arrival order,
+    // and none that was taken in went unanswered.
+    for (let slot = 0; slot < 8; slot++) {
+      let last = -1;
+      bulk.forEach((b, i) => {
+        if (b.slot === slot && bulkOutcomes[i] === 'acknowledged') last = i;
+      });
+      if (last < 0) continue;
+      const at = 4 * MiB + slot * MiB;
+      expect(rawBytes.subarray(at, at + MiB).equals(bulk[last].data), `bulk slot ${slot} holds its last acknowledged write (#${last})`).toBe(true);
+    }
+    expect(bulkTally.acknowledged).toBeGreaterThan(0);
+    expect(bulkTally.dropped + bulkTally.ESHUTDOWN, 'requests the server had not taken in were not run').toBeGreaterThan(0);
+    expect(writeTally.acknowledged).toBeGreaterThan(0);
+    negotiating.destroy();
+  }, 60_000);
+  it('exits within 10 s of SIGTERM even when a client has queued 6000 overlapping WRITE_ZEROES', async () => {
+    // WRITE_ZEROES carries no payload, so --max-in-flight does not hold it back: a client can
+    // queue any number of them. 6000 overlapping 1 MiB zeroes are 6 GiB of page-cache writes,
+    // a few seconds' work if each costs the same.
+    const deep = await spawnServer({ args: ['--export', `raw=${raw}`, '--sync-interval', '0'] });
+    try {
+      const client = await NbdClient.connect({ kind: 'tcp', host: '127.0.0.1', port: deep.port }, { exportName: 'raw' });
+      let acknowledged = 0;
+      const queued = Array.from({ length: 6000 }, () =>
+        outcome(client.zero(SIZE - MiB, MiB, { noHole: true })).then((o) => {
+          if (o === 'acknowledged') acknowledged++;
+          return o;
+        }),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      const signalled = Date.now();
+      process.kill(deep.pid, 'SIGTERM');
+      const exit = await Promise.race([exitOf(deep.process), new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+      const ms = Date.now() - signalled;
+      const logged = deep.logs().includes('shutting down');
+      const ackedAtBound = acknowledged;
+      if (exit === null) await signalAndWait(deep.process, 'SIGKILL');
+      await Promise.all(queued);
+      console.log(`shutdown with 6000 queued zeroes: ${exit === null ? 'still running' : `exit ${JSON.stringify(exit)}`} after ${ms} ms; ${ackedAtBound} acknowledged by then; "shutting down" logged: ${logged}`);
+      expect(exit, `the server did not exit within 10 s of SIGTERM (${ackedAtBound} of 6000 zeroes acknowledged by then)`).toEqual({ code: 0, signal: null });
+    } finally {
+      await signalAndWait(deep.process, 'SIGKILL');
+    }
+  }, 60_000);
+});
