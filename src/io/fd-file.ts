@@ -20,7 +20,9 @@ import { Errno, loadNative, type NativeFastPaths } from './native.js';
 
 /** Reads and writes larger than this always go to the pool (a copy this size takes ~0.1 ms). */
 const INLINE_READ_MAX = 1024 * 1024;
-const INLINE_WRITE_MAX = 1024 * 1024;
+/** Larger writes go to the pool: copying them into the page cache on two pool threads at once
+ * beat doing it inline (1 MiB sequential writes: +15-25%), while 4 KiB writes gained +10% inline. */
+const INLINE_WRITE_MAX = 64 * 1024;
 const SLOW_WRITE_MS = 2;
 const WRITE_BACKOFF_MS = 500;
 
@@ -46,7 +48,8 @@ export interface FdFileOptions extends OpenFileOptions {
 export async function openFdFile(path: string, options: FdFileOptions = {}): Promise<BlockFile> {
   const fd = await openFd(path, openFlags(options));
   const fast = options.fastPaths ?? true;
-  return new FdFile(path, fd, options.readOnly ?? false, fast ? loadNative() : null, fast);
+  const inlineWrites = fast && process.env.STACKBD_INLINE_WRITES !== '0';
+  return new FdFile(path, fd, options.readOnly ?? false, fast ? loadNative() : null, inlineWrites);
 }
 
 class FdFile implements BlockFile {

@@ -1,7 +1,13 @@
 /**
  * Splits the transmission-phase byte stream into requests: a header, then the payload when the
  * request carries one. Bytes may arrive cut anywhere; `next` returns a request only when all of
- * it is there. Payloads the socket delivered in one piece are views, not copies.
+ * it is there.
+ *
+ * Two ways in:
+ * - `push` keeps the chunk; payloads that lie in one chunk come out as views of it;
+ * - `pushTransient` takes bytes valid only during the call (a socket reading into one reused
+ *   buffer): it parses them at once, copying each payload once into a buffer from the
+ *   allocator and any cut-off header into a small carry buffer, and keeps no reference.
  */
 import { ByteQueue } from './byte-queue.js';
 import { Command, CommandFlag, Limits } from './constants.js';
@@ -24,6 +30,14 @@ export class RequestReader {
   private readonly queue = new ByteQueue();
   private header: RequestHeader | null = null;
   private readonly headerSize: number;
+  /** Requests parsed from transient input, oldest first. */
+  private readonly ready: ParsedRequest[] = [];
+  /** Transient input: header bytes cut off at the end of a chunk. */
+  private readonly carry: Buffer;
+  private carryFill = 0;
+  /** Transient input: the payload being filled. */
+  private payload: Buffer | null = null;
+  private payloadFill = 0;
 
   constructor(
     private readonly extended: boolean,
@@ -31,6 +45,7 @@ export class RequestReader {
     private readonly allocate: (size: number) => Buffer = Buffer.allocUnsafe,
   ) {
     this.headerSize = requestHeaderSize(extended);
+    this.carry = Buffer.alloc(this.headerSize);
   }
 
   push(chunk: Buffer): void {
@@ -39,11 +54,60 @@ export class RequestReader {
 
   /** Bytes received but not yet returned as part of a request. */
   get buffered(): number {
-    return this.queue.length;
+    return this.queue.length + this.carryFill + this.payloadFill;
+  }
+
+  /** Parses `chunk` now; nothing refers to it afterwards. Throws RequestStreamError. */
+  pushTransient(chunk: Buffer): void {
+    if (this.queue.length > 0) {
+      // Kept input is still waiting: keep order by keeping a copy of this too.
+      this.queue.push(Buffer.from(chunk));
+      return;
+    }
+    let pos = 0;
+    while (pos < chunk.length) {
+      if (!this.header) {
+        let header: RequestHeader | null;
+        if (this.carryFill === 0 && chunk.length - pos >= this.headerSize) {
+          header = decodeRequestHeader(chunk, pos, this.extended);
+          pos += this.headerSize;
+        } else {
+          const n = Math.min(this.headerSize - this.carryFill, chunk.length - pos);
+          chunk.copy(this.carry, this.carryFill, pos, pos + n);
+          this.carryFill += n;
+          pos += n;
+          if (this.carryFill < this.headerSize) return;
+          this.carryFill = 0;
+          header = decodeRequestHeader(this.carry, 0, this.extended);
+        }
+        if (!header) throw new RequestStreamError('bad request magic');
+        const length = this.checkedPayloadLength(header);
+        if (length === 0) {
+          this.ready.push({ ...header, payload: EMPTY, payloadCopied: false });
+          continue;
+        }
+        this.header = header;
+        this.payload = this.allocate(length);
+        this.payloadFill = 0;
+      }
+      const payload = this.payload!;
+      const n = Math.min(payload.length - this.payloadFill, chunk.length - pos);
+      chunk.copy(payload, this.payloadFill, pos, pos + n);
+      this.payloadFill += n;
+      pos += n;
+      if (this.payloadFill === payload.length) {
+        this.ready.push({ ...this.header, payload, payloadCopied: true });
+        this.header = null;
+        this.payload = null;
+        this.payloadFill = 0;
+      }
+    }
   }
 
   /** The next whole request, or null when more bytes are needed. */
   next(): ParsedRequest | null {
+    const parsed = this.ready.shift();
+    if (parsed) return parsed;
     if (!this.header) {
       if (this.queue.length < this.headerSize) return null;
       const header = decodeRequestHeader(this.queue.take(this.headerSize), 0, this.extended);
@@ -51,10 +115,7 @@ export class RequestReader {
       this.header = header;
     }
     const header = this.header;
-    const payloadLength = this.payloadLength(header);
-    if (payloadLength > Limits.MAX_PAYLOAD_HARD) {
-      throw new RequestStreamError(`request payload of ${payloadLength} bytes (limit ${Limits.MAX_PAYLOAD_HARD})`);
-    }
+    const payloadLength = this.checkedPayloadLength(header);
     if (this.queue.length < payloadLength) return null;
     this.header = null;
     if (payloadLength === 0) return { ...header, payload: EMPTY, payloadCopied: false };
@@ -66,13 +127,23 @@ export class RequestReader {
     return { ...header, payload, payloadCopied: copied };
   }
 
-  private payloadLength(header: RequestHeader): number {
-    if (this.extended) return (header.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? header.length : 0;
-    return header.type === Command.WRITE ? header.length : 0;
+  /** The payload length that follows `header`; an absurd one cannot be skipped safely. */
+  private checkedPayloadLength(header: RequestHeader): number {
+    let length = 0;
+    if (this.extended) length = (header.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? header.length : 0;
+    else length = header.type === Command.WRITE ? header.length : 0;
+    if (length > Limits.MAX_PAYLOAD_HARD) {
+      throw new RequestStreamError(`request payload of ${length} bytes (limit ${Limits.MAX_PAYLOAD_HARD})`);
+    }
+    return length;
   }
 
   clear(): void {
     this.queue.clear();
     this.header = null;
+    this.ready.length = 0;
+    this.carryFill = 0;
+    this.payload = null;
+    this.payloadFill = 0;
   }
 }

@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Export } from './export.js';
 import { DEFAULT_BLOCK_SIZE, type ExportDirectory, type NegotiationPolicy } from './negotiation.js';
+import { adoptWithReadBuffer } from './read-buffer.js';
 import { Session, defaultSessionOptions, type SessionOptions } from './session.js';
 import type { TlsSettings } from './tls.js';
 
@@ -24,6 +25,9 @@ export interface ServerOptions {
   socketMode?: number;
 }
 
+/** Bytes one socket read can take in. */
+const READ_BUFFER_SIZE = 1024 * 1024;
+
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
 export class NbdServer implements ExportDirectory {
@@ -35,6 +39,8 @@ export class NbdServer implements ExportDirectory {
   private closing: Promise<void> | null = null;
   private readonly policy: NegotiationPolicy;
   private readonly sessionOptions: SessionOptions;
+  /** Every plaintext connection reads into this one buffer (see read-buffer.ts). */
+  private readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
 
   constructor(
     exports: Iterable<Export>,
@@ -107,7 +113,7 @@ export class NbdServer implements ExportDirectory {
 
   private listen(start: (server: net.Server) => void): Promise<net.Server> {
     return new Promise((resolve, reject) => {
-      const server = net.createServer((socket) => this.accept(socket));
+      const server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
       server.once('error', reject);
       server.once('listening', () => {
         server.off('error', reject);
@@ -140,10 +146,14 @@ export class NbdServer implements ExportDirectory {
       return;
     }
     log.debug('connection');
-    const session = new Session(socket, this, this.policy, log, this.sessionOptions);
-    this.sessions.add(session);
-    void session.done.then(() => this.sessions.delete(session));
-    session.start();
+    // TLS wraps the socket itself, so TLS-capable servers keep node's own reads.
+    let session: Session | null = null;
+    const adopted = this.policy.tls ? null : adoptWithReadBuffer(socket, this.readBuffer, (chunk) => session?.receive(chunk));
+    const created = new Session(adopted ?? socket, this, this.policy, log, this.sessionOptions, adopted ? 'transient' : 'events');
+    session = created;
+    this.sessions.add(created);
+    void created.done.then(() => this.sessions.delete(created));
+    created.start();
   }
 
   /** Stops accepting, drains every session, syncs and closes every export. Idempotent. */

@@ -35,6 +35,10 @@ export interface SessionOptions {
   pool: BufferPool;
 }
 
+/** How bytes reach the session: 'data' events of the socket, or `receive` calls with bytes that
+ * are only valid during the call (a socket reading into one reused buffer). */
+export type InputMode = 'events' | 'transient';
+
 export function defaultSessionOptions(): SessionOptions {
   return { maxBytesInFlight: 64 * 1024 * 1024, negotiationTimeoutMs: 30_000, pool: new BufferPool() };
 }
@@ -63,6 +67,7 @@ export class Session implements ReplySink {
     private readonly policy: NegotiationPolicy,
     private readonly log: Logger,
     private readonly options: SessionOptions = defaultSessionOptions(),
+    private readonly input: InputMode = 'events',
   ) {
     this.done = new Promise((resolve) => {
       this.finished = resolve;
@@ -75,11 +80,29 @@ export class Session implements ReplySink {
   start(): void {
     const socket = this.socket;
     socket.setNoDelay(true);
-    socket.on('data', this.onDataListener);
+    if (this.input === 'events') socket.on('data', this.onDataListener);
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
     socket.on('close', () => this.onClose());
     socket.on('drain', this.onDrainListener);
+    // Servers accept paused, so that nothing is read before the session is ready.
+    socket.resume();
     void this.runNegotiation();
+  }
+
+  /** Transient input: bytes valid only during this call; whatever is kept is copied. */
+  receive(chunk: Buffer): void {
+    if (!this.reader) {
+      this.onData(Buffer.from(chunk));
+      return;
+    }
+    if (this.phase !== 'transmitting') return;
+    try {
+      this.reader.pushTransient(chunk);
+    } catch (err) {
+      this.protocolError(err instanceof Error ? err.message : String(err));
+      return;
+    }
+    this.pump();
   }
 
   /** Moves the session onto a TLS socket wrapped around the plain one. */

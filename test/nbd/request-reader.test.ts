@@ -95,3 +95,28 @@ describe('RequestReader', () => {
     expect(sizes).toEqual([20]);
   });
 });
+
+describe('RequestReader with transient input', () => {
+  for (const extended of [false, true]) {
+    it(`parses bytes valid only during the call, cut at every boundary (${extended ? 'extended' : 'compact'})`, () => {
+      const { bytes, expected } = stream(extended);
+      for (let cut = 0; cut <= bytes.length; cut++) {
+        const reader = new RequestReader(extended);
+        const scratch = Buffer.alloc(bytes.length);
+        // Each call sees the bytes in the same scratch buffer, overwritten right after.
+        for (const part of [bytes.subarray(0, cut), bytes.subarray(cut)]) {
+          part.copy(scratch);
+          reader.pushTransient(scratch.subarray(0, part.length));
+          scratch.fill(0xff);
+        }
+        expect(drain(reader), `cut at ${cut}`).toEqual(expected);
+        expect(reader.buffered).toBe(0);
+      }
+    });
+  }
+
+  it('rejects a bad magic in transient input', () => {
+    const reader = new RequestReader(false);
+    expect(() => reader.pushTransient(Buffer.alloc(28, 1))).toThrow(RequestStreamError);
+  });
+});
