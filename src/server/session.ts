@@ -7,7 +7,12 @@
  * - Replies are corked and flushed once per event-loop turn (setImmediate): many small replies
  *   leave in one writev instead of one syscall each.
  * - Back-pressure: above `maxBytesInFlight` (payloads and read lengths of unfinished requests,
- *   plus replies the socket has not sent yet) the socket is paused; it resumes below half.
+ *   plus replies the socket has not sent yet) or `maxRequestsInFlight` requests, the socket is
+ *   paused; it resumes below half of both.
+ * - Fencing across a pause: while paused, the client may have died with requests still unread
+ *   in the kernel. Those must not run after newer writes from another connection, so requests
+ *   read right after a resume wait for the next turn of the event loop; if the connection turns out to
+ *   have ended without DISC meanwhile, they are dropped (none was acknowledged).
  * - A protocol violation (bad magic, absurd payload) closes this connection only. A client
  *   that vanishes mid-reply is harmless: its requests finish, their replies are dropped.
  */
@@ -30,6 +35,7 @@ import {
 
 export interface SessionOptions {
   maxBytesInFlight: number;
+  maxRequestsInFlight: number;
   negotiationTimeoutMs: number;
   /** Buffers for large payloads and replies, shared by the sessions of a server. */
   pool: BufferPool;
@@ -40,7 +46,7 @@ export interface SessionOptions {
 export type InputMode = 'events' | 'transient';
 
 export function defaultSessionOptions(): SessionOptions {
-  return { maxBytesInFlight: 64 * 1024 * 1024, negotiationTimeoutMs: 30_000, pool: new BufferPool() };
+  return { maxBytesInFlight: 64 * 1024 * 1024, maxRequestsInFlight: 1024, negotiationTimeoutMs: 30_000, pool: new BufferPool() };
 }
 
 type Phase = 'negotiating' | 'transmitting' | 'draining' | 'closed';
@@ -55,6 +61,9 @@ export class Session implements ReplySink {
   private inFlight = 0;
   private bytesInFlight = 0;
   private paused = false;
+  /** Just resumed from a pause: requests read now wait until we know the client is alive. */
+  private holding = false;
+  private peerEnded = false;
   private corked = false;
   private idleWaiters: Array<() => void> = [];
   private finished!: () => void;
@@ -82,6 +91,9 @@ export class Session implements ReplySink {
     socket.setNoDelay(true);
     if (this.input === 'events') socket.on('data', this.onDataListener);
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
+    socket.on('end', () => {
+      this.peerEnded = true;
+    });
     socket.on('close', () => this.onClose());
     socket.on('drain', this.onDrainListener);
     // Servers accept paused, so that nothing is read before the session is ready.
@@ -190,7 +202,7 @@ export class Session implements ReplySink {
     const conn = this.conn;
     const reader = this.reader;
     if (!conn || !reader) return;
-    while (this.phase === 'transmitting' && !this.paused) {
+    while (this.phase === 'transmitting' && !this.paused && !this.holding) {
       let request: ParsedRequest | null;
       try {
         request = reader.next();
@@ -206,11 +218,19 @@ export class Session implements ReplySink {
         return;
       }
       this.startRequest(request, conn);
-      if (this.bytesInFlight + this.socket.writableLength > this.options.maxBytesInFlight) {
+      if (this.overloaded(1)) {
         this.paused = true;
         this.socket.pause();
       }
     }
+  }
+
+  /** More in flight than the limits allow (times `fraction`). */
+  private overloaded(fraction: number): boolean {
+    return (
+      this.bytesInFlight + this.socket.writableLength > this.options.maxBytesInFlight * fraction ||
+      this.inFlight >= this.options.maxRequestsInFlight * fraction
+    );
   }
 
   private startRequest(request: ParsedRequest, conn: Connection): void {
@@ -236,9 +256,43 @@ export class Session implements ReplySink {
 
   private maybeResume(): void {
     if (!this.paused || this.phase !== 'transmitting') return;
-    if (this.bytesInFlight + this.socket.writableLength > this.options.maxBytesInFlight / 2) return;
+    if (this.overloaded(0.5)) return;
     this.paused = false;
+    this.holding = true;
     this.socket.resume();
+    // What the kernel held while we were paused is read in the next I/O phase, and the end of
+    // the stream with it if the client is gone. A check phase can come before that I/O phase
+    // in the current turn of the loop, so the hold lasts until the check phase of the next.
+    setImmediate(() => setImmediate(() => this.releaseHold()));
+  }
+
+  private releaseHold(): void {
+    this.holding = false;
+    const reader = this.reader;
+    if (this.phase !== 'transmitting' || !reader) return;
+    if (this.peerEnded) {
+      // The client died while we were not reading. A DISC among what it sent means it meant to
+      // finish; otherwise nothing of it was acknowledged, so none of it may run late.
+      const pending: ParsedRequest[] = [];
+      try {
+        for (let r = reader.next(); r; r = reader.next()) pending.push(r);
+      } catch {
+        // A cut-off request at the end of a dead stream: nothing after it can run anyway.
+      }
+      const disc = pending.findIndex((r) => r.type === Command.DISC);
+      if (disc < 0) {
+        if (pending.length > 0) this.log.info({ dropped: pending.length }, 'client closed while paused: its unread requests are dropped');
+        this.phase = 'draining';
+        reader.clear();
+        this.maybeFinishDraining();
+        return;
+      }
+      for (const request of pending.slice(0, disc)) if (this.conn) this.startRequest(request, this.conn);
+      this.phase = 'draining';
+      reader.clear();
+      this.maybeFinishDraining();
+      return;
+    }
     this.pump();
   }
 

@@ -12,11 +12,11 @@ import { NbdClient } from '../../src/nbd/client.js';
 import { startInProcessServer, type InProcessServer } from '../helpers/in-process-server.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
-/** A layer whose writes of the given first byte take `delayMs` before they start. */
-function slowFor(layer: Layer, marker: number, delayMs: number): Layer {
+/** A layer whose writes of the given first byte wait `delayMs`, or for `gate` when one is set. */
+function slowFor(layer: Layer, marker: number, delayMs: number, gate: { wait: Promise<void> | null }): Layer {
   const wrapper = Object.create(layer) as Layer;
   wrapper.write = async (buf, offset, options) => {
-    if (buf[0] === marker) await new Promise((r) => setTimeout(r, delayMs));
+    if (buf[0] === marker) await (gate.wait ?? new Promise((r) => setTimeout(r, delayMs)));
     return layer.write(buf, offset, options);
   };
   return wrapper;
@@ -25,12 +25,13 @@ function slowFor(layer: Layer, marker: number, delayMs: number): Layer {
 describe('overlapping writes across connections', () => {
   let dir: string;
   let srv: InProcessServer;
+  const gate: { wait: Promise<void> | null } = { wait: null };
 
   beforeAll(async () => {
     dir = await makeTempDir();
     const file = path.join(dir, 'disk.raw');
     await fs.writeFile(file, Buffer.alloc(1 << 20));
-    const layer = slowFor(await openRaw(file), 0xaa, 300);
+    const layer = slowFor(await openRaw(file), 0xaa, 300, gate);
     srv = await startInProcessServer([{ name: 'disk', layers: [layer] }]);
   });
   afterAll(async () => {
@@ -55,12 +56,17 @@ describe('overlapping writes across connections', () => {
   });
 
   it('does not make writes to other ranges wait', async () => {
+    let open!: () => void;
+    gate.wait = new Promise((resolve) => (open = resolve));
     const a = await NbdClient.connect(srv.target, { exportName: 'disk' });
-    const slow = a.pwrite(Buffer.alloc(4096, 0xaa), 65536);
-    const started = Date.now();
+    let slowDone = false;
+    const slow = a.pwrite(Buffer.alloc(4096, 0xaa), 65536).then(() => (slowDone = true));
+    // The slow write is held until the gate opens; a disjoint write completes meanwhile.
     await a.pwrite(Buffer.alloc(4096, 0xcc), 131072);
-    expect(Date.now() - started).toBeLessThan(250);
+    expect(slowDone).toBe(false);
+    open();
     await slow;
+    gate.wait = null;
     await a.disconnect();
   });
 });
