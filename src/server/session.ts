@@ -45,6 +45,9 @@ export interface SessionOptions {
  * are only valid during the call (a socket reading into one reused buffer). */
 export type InputMode = 'events' | 'transient';
 
+/** How long a client still negotiating may stay once the server shuts down. */
+const SHUTDOWN_GRACE_MS = 1000;
+
 export function defaultSessionOptions(): SessionOptions {
   return { maxBytesInFlight: 64 * 1024 * 1024, maxRequestsInFlight: 1024, negotiationTimeoutMs: 30_000, pool: new BufferPool() };
 }
@@ -372,10 +375,13 @@ export class Session implements ReplySink {
     return this.bytesInFlight;
   }
 
-  /** Server shutdown: stop taking requests, finish those in flight, then close. */
+  /** Server shutdown: stop taking requests, finish those in flight, then close; a client still
+   * negotiating gets ERR_SHUTDOWN for its options and is dropped after a short grace. */
   shutdown(): void {
     if (this.phase === 'negotiating') {
-      this.socket.destroy();
+      // Options it sends now get ERR_SHUTDOWN (the protocol's way to tell a client to go);
+      // a client that does not leave is dropped shortly after.
+      setTimeout(() => this.socket.destroy(), SHUTDOWN_GRACE_MS).unref();
       return;
     }
     if (this.phase === 'transmitting') {
