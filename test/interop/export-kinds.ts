@@ -3,11 +3,29 @@
  * `describe.each(EXPORT_KINDS)`, so a new image format joins the whole tier by adding one entry
  * here: it turns a reference RAW file (whose content the tests know) into the files of an
  * export, says what its allocation looks like to base:allocation and qemu:allocation-depth,
- * and how it answers FAST_ZERO.
+ * how it answers FAST_ZERO and TRIM, and what qemu-nbd serves as the same disk.
+ *
+ * - `raw`: the reference content as a sparse RAW file; every byte is data of the only layer.
+ * - `asif`: a standalone ASIF image written through the library: the layout's sectors are
+ *   data, one chunk that was written and then zeroed is a zero chunk (status 10), the rest was
+ *   never written (absent: depth 0, reads as zeros).
+ * - `stack`: a RAW base and an ASIF overlay appended on it. The base holds the layout, except
+ *   that every other region holds other bytes there and one free chunk holds junk; the overlay,
+ *   written through the library, holds the right bytes of those regions and zeroes the junk
+ *   chunk (a whole-chunk zero: status 10), so the export reads exactly as the layout and both
+ *   depths (1 = overlay, 2 = base) appear. A server that let the base show through where the
+ *   overlay holds a range would read wrong bytes.
+ *
+ * ASIF images are whole 512-byte sectors: a suite that wants an odd size asks `alignedSize`.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeRawImage, type ImageLayout } from './harness.js';
+import { createAsif } from '../../src/formats/asif/index.js';
+import { openImage } from '../../src/formats/open-image.js';
+import { DiskImage } from '../../src/stack/disk-image.js';
+import { runStackbd } from '../helpers/run-command.js';
+import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
+import { MiB, Prng, regionBytes, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
 
 /** One extent as NBD metadata contexts report it. */
 export interface ExpectedExtent {
@@ -29,16 +47,47 @@ export interface PreparedImage {
 export interface ExportKind {
   /** Shown in test names. */
   name: string;
+  /** The size of its images must be a multiple of this many bytes (ASIF: 512-byte sectors). */
+  sizeAlignment: number;
+  /** 'full' sizes and request counts, or 'modest' ones (a fraction, the same shapes) so that the
+   * whole tier stays within a few minutes: the server code the suites reach is shared by the
+   * kinds below the format, and RAW runs everything at full size. */
+  budget: 'full' | 'modest';
   /** Builds the image from `reference`, a RAW file holding exactly `layout`, inside `dir`. */
   prepare(reference: string, layout: ImageLayout, dir: string, baseName: string): Promise<PreparedImage>;
   /** What WRITE_ZEROES with FAST_ZERO does: 'enotsup' = always refused with ENOTSUP and the
-   * range left unchanged; 'zeroes' = always zeroes the range. */
-  fastZero: 'enotsup' | 'zeroes';
-  /** Whether TRIM keeps the bytes (RAW: node:fs cannot punch holes) or may zero them. */
-  trimKeepsData: boolean;
+   * range left unchanged; 'zeroes' = always zeroes the range; 'whole-chunks' = zeroes a range of
+   * whole chunks (`chunkSize`) at once, and is refused with ENOTSUP, changing nothing, when a
+   * partly covered chunk of the range holds data (zeroing it would need data writes). */
+  fastZero: 'enotsup' | 'zeroes' | 'whole-chunks';
+  /** What TRIM does: 'keeps-data' = nothing changes (RAW: node:fs cannot punch holes);
+   * 'whole-chunks' = each whole chunk inside the range that the top image holds is released and
+   * reads as zeros, every other byte (partly covered chunks, chunks the top does not hold) keeps
+   * what it read before. */
+  trim: 'keeps-data' | 'whole-chunks';
+  /** The allocation unit for fastZero and trim ('whole-chunks'); null for RAW. */
+  chunkSize: number | null;
+  /** What qemu-nbd serves as the same disk in the differential test: a RAW copy of the content,
+   * or a qcow2 overlay (holding the upper layers' content) on a copy of the stack's base. */
+  qemuEquivalent: 'raw-copy' | 'qcow2-overlay';
   /** The whole virtual disk, read from the image files themselves (not through a server),
    * after the server that wrote them has stopped. */
   readBack(image: PreparedImage, size: number): Promise<Buffer>;
+}
+
+/** The parts of a TRIM of [offset, offset + length) whose bytes may change on `kind` (to zeros):
+ * none when trims keep the data, else the whole chunks inside the range. */
+export function trimmableRanges(kind: ExportKind, offset: number, length: number): Array<[number, number]> {
+  if (kind.trim === 'keeps-data') return [];
+  const unit = kind.chunkSize!;
+  const out: Array<[number, number]> = [];
+  for (let c = Math.ceil(offset / unit) * unit; c + unit <= offset + length; c += unit) out.push([c, c + unit]);
+  return out;
+}
+
+/** `size` rounded up to what `kind` can hold, for suites that would like an odd size. */
+export function alignedSize(kind: ExportKind, size: number): number {
+  return Math.ceil(size / kind.sizeAlignment) * kind.sizeAlignment;
 }
 
 /** RAW: the reference content written again as a sparse file (a plain copy would fill the
@@ -50,8 +99,12 @@ export const rawKind: ExportKind = {
     await writeRawImage(file, layout);
     return { paths: [file], extents: [{ offset: 0, length: layout.size, allocation: 0, depth: 1 }] };
   },
+  sizeAlignment: 1,
+  budget: 'full',
   fastZero: 'enotsup',
-  trimKeepsData: true,
+  trim: 'keeps-data',
+  chunkSize: null,
+  qemuEquivalent: 'raw-copy',
   async readBack(image, size) {
     const data = await fs.readFile(image.paths[0]);
     if (data.length !== size) throw new Error(`${image.paths[0]} has ${data.length} bytes, expected ${size}`);
@@ -59,7 +112,140 @@ export const rawKind: ExportKind = {
   },
 };
 
-export const EXPORT_KINDS: readonly ExportKind[] = [rawKind];
+/** The first chunk-aligned 1 MiB of `layout` that no region touches, or null. */
+function freeChunk(layout: ImageLayout): number | null {
+  for (let at = 0; at + CHUNK <= layout.size; at += CHUNK) {
+    if (!layout.regions.some((r) => r.offset < at + CHUNK && r.offset + r.length > at)) return at;
+  }
+  return null;
+}
+
+/** Bytes that are not the layout's, for places the top layer must hide. */
+function junk(seed: number, length: number): Buffer {
+  const bytes = new Prng(seed).bytes(length);
+  // Never all zeros (a hidden range of zeros would prove nothing).
+  bytes[0] |= 1;
+  return bytes;
+}
+
+async function writeAll(write: (buf: Buffer, offset: number) => Promise<unknown>, region: DataRegion): Promise<void> {
+  // Written in pieces of at most 8 MiB, as a client's requests would be.
+  const data = regionBytes(region);
+  for (let done = 0; done < data.length; done += 8 * MiB) {
+    await write(data.subarray(done, Math.min(data.length, done + 8 * MiB)), region.offset + done);
+  }
+}
+
+function checkAligned(kind: string, layout: ImageLayout): void {
+  if (layout.size % SECTOR !== 0) {
+    throw new Error(`a ${kind} export is whole 512-byte sectors; ${layout.size} is not: size the layout with alignedSize(kind, size)`);
+  }
+}
+
+/** ASIF: a standalone image holding the layout (written through the library); one free chunk
+ * is written and then zeroed whole, so a zero chunk (status 10) is part of every image. */
+export const asifKind: ExportKind = {
+  name: 'asif',
+  async prepare(_reference, layout, dir, baseName) {
+    checkAligned('asif', layout);
+    const file = path.join(dir, `${baseName}.asif`);
+    await createAsif(file, { blockCount: layout.size / SECTOR });
+    const model = LayerModel.standalone(layout.size);
+    const image = await openImage(file, { readOnly: false });
+    try {
+      for (const region of layout.regions) {
+        await writeAll((buf, at) => image.write(buf, at), region);
+        model.write(region.offset, region.length);
+      }
+      const free = freeChunk(layout);
+      if (free !== null) {
+        await image.write(junk(layout.regions.length, CHUNK), free);
+        model.write(free, CHUNK);
+        await image.zero(free, CHUNK);
+        model.zero(free, CHUNK, false);
+      }
+    } finally {
+      await image.close();
+    }
+    return { paths: [file], extents: new StackModel([model]).extents() };
+  },
+  sizeAlignment: SECTOR,
+  budget: 'modest',
+  fastZero: 'whole-chunks',
+  trim: 'whole-chunks',
+  chunkSize: CHUNK,
+  qemuEquivalent: 'raw-copy',
+  async readBack(image, size) {
+    const layer = await openImage(image.paths[0], { readOnly: true });
+    try {
+      if (layer.size !== size) throw new Error(`${image.paths[0]} is ${layer.size} bytes, expected ${size}`);
+      const buf = Buffer.alloc(size);
+      await layer.read(buf, 0);
+      return buf;
+    } finally {
+      await layer.close();
+    }
+  },
+};
+
+/** A RAW base and an ASIF overlay: see the header of this file. */
+export const stackKind: ExportKind = {
+  name: 'stack',
+  async prepare(_reference, layout, dir, baseName) {
+    checkAligned('stack', layout);
+    const base = path.join(dir, `${baseName}.base.raw`);
+    const overlay = path.join(dir, `${baseName}.overlay.asif`);
+    const upper = layout.regions.filter((_, i) => i % 2 === 1);
+    const free = freeChunk(layout);
+    // The base: the layout, with other bytes where the overlay will hold the regions, and junk
+    // in the free chunk, which the overlay zeroes.
+    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? { ...r, seed: (r.seed ^ 0x0bad_5eed) >>> 0 } : r));
+    await writeRawImage(base, { size: layout.size, regions: baseRegions });
+    if (free !== null) {
+      const handle = await fs.open(base, 'r+');
+      await handle.write(junk(layout.regions.length + 1, CHUNK), 0, CHUNK, free);
+      await handle.close();
+    }
+    // An overlay above a RAW base has no parent UUID (what `stackbd append` creates).
+    await createAsif(overlay, { blockCount: layout.size / SECTOR, layerType: 'overlay', parentUUID: null });
+    const model = new StackModel([LayerModel.raw(layout.size), LayerModel.layer(layout.size)]);
+    const image = await DiskImage.open([base, overlay], { mode: 'readWrite' });
+    try {
+      for (const region of upper) {
+        await writeAll((buf, at) => image.stack.write(buf, at), region);
+        model.write(region.offset, region.length);
+      }
+      if (free !== null) {
+        await image.stack.writeZeroes(free, CHUNK);
+        model.writeZeroes(free, CHUNK, false);
+      }
+    } finally {
+      await image.close();
+    }
+    return { paths: [base, overlay], extents: model.extents() };
+  },
+  sizeAlignment: SECTOR,
+  budget: 'modest',
+  fastZero: 'whole-chunks',
+  trim: 'whole-chunks',
+  chunkSize: CHUNK,
+  qemuEquivalent: 'qcow2-overlay',
+  async readBack(image, size) {
+    // Flattened by the real CLI, as a user would.
+    const out = `${image.paths[image.paths.length - 1]}.flat-${process.pid}-${Date.now()}.raw`;
+    const r = await runStackbd(['convert', ...image.paths, '-O', out, '--format', 'raw']);
+    if (r.code !== 0) throw new Error(`stackbd convert ${image.paths.join(' ')} failed (exit ${r.code}):\n${r.stderr}`);
+    try {
+      const data = await fs.readFile(out);
+      if (data.length !== size) throw new Error(`${out} has ${data.length} bytes, expected ${size}`);
+      return data;
+    } finally {
+      await fs.rm(out, { force: true });
+    }
+  },
+};
+
+export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind];
 
 export interface PreparedExport extends PreparedImage {
   /** The reference RAW file the image was built from (`BASE.reference.raw`). */
@@ -69,6 +255,9 @@ export interface PreparedExport extends PreparedImage {
 /** Writes `layout` as the reference RAW file `DIR/BASE.reference.raw` and builds the kind's
  * image from it (files named after `baseName`). */
 export async function prepareExport(kind: ExportKind, dir: string, baseName: string, layout: ImageLayout): Promise<PreparedExport> {
+  if (layout.size % kind.sizeAlignment !== 0) {
+    throw new Error(`a ${kind.name} export of ${layout.size} bytes: sizes must be multiples of ${kind.sizeAlignment} (use alignedSize(kind, size))`);
+  }
   const reference = path.join(dir, `${baseName}.reference.raw`);
   await writeRawImage(reference, layout);
   return { ...(await kind.prepare(reference, layout, dir, baseName)), reference };

@@ -18,8 +18,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--uri", required=True)
 parser.add_argument("--seed", type=int, required=True)
 parser.add_argument("--structured", choices=["yes", "no"], default="yes")
-parser.add_argument("--fast-zero", choices=["enotsup", "zeroes"], required=True)
-parser.add_argument("--trim-keeps-data", choices=["yes", "no"], required=True)
+parser.add_argument("--fast-zero", choices=["enotsup", "zeroes", "whole-chunks"], required=True)
+parser.add_argument("--trim", choices=["keeps-data", "whole-chunks"], required=True)
+parser.add_argument("--chunk-size", type=int, default=0, help="allocation unit of whole-chunks FAST_ZERO and TRIM")
 parser.add_argument("--rounds", type=int, default=12)
 args = parser.parse_args()
 
@@ -82,9 +83,37 @@ def check_read(off, got, what):
 SECTOR = 512
 
 
+def whole_chunks(off, length):
+    """The whole chunks inside [off, off + length), as (start, end) pairs."""
+    unit = args.chunk_size
+    c = -(-off // unit) * unit
+    out = []
+    while c + unit <= off + length:
+        out.append((c, c + unit))
+        c += unit
+    return out
+
+
 def check_trimmed(off, length, what):
     """After a TRIM every byte reads as what it was or as zero; the model takes what is read.
-    Returns whether the data was kept as it was."""
+    With --trim whole-chunks, only whole chunks inside the range may change, each one either
+    not at all or to all zeros. Returns whether the data was kept as it was."""
+    if args.trim == "whole-chunks":
+        chunks = whole_chunks(off, length)
+        edges = [(off, chunks[0][0] if chunks else off + length)] + ([(chunks[-1][1], off + length)] if chunks else [])
+        for a, b in edges:
+            if b > a:
+                check_read(a, h.pread(b - a, a), "%s at %d+%d (outside its whole chunks)" % (what, off, length))
+        kept = True
+        for a, b in chunks:
+            got = h.pread(b - a, a)
+            if got == bytes(model[a:b]):
+                continue
+            if any(got):
+                fail("after %s at %d+%d the chunk %d+%d is neither kept nor all zeros" % (what, off, length, a, b - a))
+            kept = False
+            model[a:b] = got
+        return kept
     kept = True
     for start in range(off, off + length, PIECE):
         n = min(PIECE, off + length - start)
@@ -103,7 +132,7 @@ def check_trimmed(off, length, what):
                 if g[k] != b[k] and g[k] != 0:
                     fail("after %s at %d+%d byte %d is neither the old value nor zero" % (what, off, length, start + i + k))
         model[start:start + n] = got
-    if args.trim_keeps_data == "yes" and not kept:
+    if args.trim == "keeps-data" and not kept:
         fail("%s at %d+%d changed the data of an export whose trims keep it" % (what, off, length))
     return kept
 
@@ -180,27 +209,44 @@ for name, flags in zero_cases:
     check_read(off, h.pread(length, off), "zero %s" % name)
 ops["zero"] = [c[0] for c in zero_cases]
 
-# FAST_ZERO: a RAW export cannot zero faster than writing: ENOTSUP, and nothing changes.
+# FAST_ZERO on a range that is not whole chunks, whose partly covered chunks hold data: a RAW
+# export cannot zero faster than writing, nor can an ASIF image without writing data into those
+# chunks: ENOTSUP, and nothing changes.
+def fast_zero(off, length):
+    data = rng.randbytes(length)
+    h.pwrite(data, off)
+    model[off:off + length] = data
+    fast = {"offset": off, "length": length}
+    try:
+        h.zero(length, off, nbd.CMD_FLAG_FAST_ZERO)
+        fast["outcome"] = "ok"
+        model[off:off + length] = bytes(length)
+    except nbd.Error as e:
+        fast["outcome"] = "error"
+        fast["errno"] = e.errnum
+        fast["message"] = e.string
+    check_read(off, h.pread(length, off), "after FAST_ZERO (%s)" % fast["outcome"])
+    return fast
+
+
 length = 1024 * 1024 + 123
-off = rng.randrange(0, size - length)
-data = rng.randbytes(length)
-h.pwrite(data, off)
-model[off:off + length] = data
-fast = {"offset": off, "length": length}
-try:
-    h.zero(length, off, nbd.CMD_FLAG_FAST_ZERO)
-    fast["outcome"] = "ok"
-    model[off:off + length] = bytes(length)
-except nbd.Error as e:
-    fast["outcome"] = "error"
-    fast["errno"] = e.errnum
-    fast["message"] = e.string
-check_read(off, h.pread(length, off), "after FAST_ZERO (%s)" % fast["outcome"])
-if args.fast_zero == "enotsup" and (fast["outcome"] != "error" or fast.get("errno") != errno.ENOTSUP):
+fast = fast_zero(rng.randrange(0, size - length), length)
+if args.fast_zero in ("enotsup", "whole-chunks") and (fast["outcome"] != "error" or fast.get("errno") != errno.ENOTSUP):
     fail("FAST_ZERO should fail with ENOTSUP and change nothing: %r" % (fast,))
 if args.fast_zero == "zeroes" and fast["outcome"] != "ok":
     fail("FAST_ZERO should zero the range: %r" % (fast,))
 ops["fast_zero"] = fast
+
+# FAST_ZERO on two whole chunks (1 MiB each where --chunk-size is not given) holding data: an
+# image that zeroes whole chunks by a map change does it; RAW still cannot.
+unit = args.chunk_size or 1024 * 1024
+off = rng.randrange(0, size // unit - 2) * unit
+fast = fast_zero(off, 2 * unit)
+if args.fast_zero == "enotsup" and (fast["outcome"] != "error" or fast.get("errno") != errno.ENOTSUP):
+    fail("FAST_ZERO should fail with ENOTSUP and change nothing: %r" % (fast,))
+if args.fast_zero in ("zeroes", "whole-chunks") and fast["outcome"] != "ok":
+    fail("FAST_ZERO of whole chunks should zero the range: %r" % (fast,))
+ops["fast_zero_whole_chunks"] = fast
 
 # Trim: a hint. Afterwards every byte reads as what it was or as zero.
 trims = []

@@ -49,6 +49,7 @@ interface DriverResult {
     flush: number;
     zero: string[];
     fast_zero: { outcome: 'ok' | 'error'; errno?: number; offset: number; length: number };
+    fast_zero_whole_chunks: { outcome: 'ok' | 'error'; errno?: number; offset: number; length: number };
     trim: Array<{ offset: number; length: number; fua: boolean; kept: boolean }>;
     cache: number;
     df_read_chunks?: Array<[number, number, number]>;
@@ -165,7 +166,20 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
     const uri = transport === 'tcp' ? server.uri(mode) : server.unixUri(mode);
     const r = await run(
       DEBIAN_PYTHON,
-      [DRIVER, '--uri', uri, '--seed', String(seed), '--structured', mode === 'structured' ? 'yes' : 'no', '--fast-zero', kind.fastZero, '--trim-keeps-data', kind.trimKeepsData ? 'yes' : 'no'],
+      [
+        DRIVER,
+        '--uri',
+        uri,
+        '--seed',
+        String(seed),
+        '--structured',
+        mode === 'structured' ? 'yes' : 'no',
+        '--fast-zero',
+        kind.fastZero,
+        '--trim',
+        kind.trim,
+        ...(kind.chunkSize ? ['--chunk-size', String(kind.chunkSize)] : []),
+      ],
       { env: debianPythonEnv(), timeoutMs: 60_000 },
     );
     const context = `seed ${seed} (replay with STACKBD_LIBNBD_SEED=${seed})\n${describeRun(r)}`;
@@ -195,21 +209,25 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
     expect(result.aio.reads).toBe(result.aio.rounds * 32);
     expect(result.aio.writes).toBe(result.aio.rounds * 32);
     expect(result.ops.zero).toEqual(['plain', 'no_hole', 'fua', 'no_hole_fua']);
-    if (kind.fastZero === 'enotsup') {
-      expect(result.ops.fast_zero.outcome, context).toBe('error');
-      expect(result.ops.fast_zero.errno).toBe(95);
-    } else {
-      expect(result.ops.fast_zero.outcome, context).toBe('ok');
-    }
+    // Not whole chunks, data in the partly covered ones: only an export that always zeroes fast
+    // may; RAW and ASIF refuse with ENOTSUP (95) and change nothing.
+    if (kind.fastZero === 'zeroes') expect(result.ops.fast_zero.outcome, context).toBe('ok');
+    else expect([result.ops.fast_zero.outcome, result.ops.fast_zero.errno], context).toEqual(['error', 95]);
+    // Two whole chunks: ASIF marks them zero; RAW still refuses.
+    if (kind.fastZero === 'enotsup') expect([result.ops.fast_zero_whole_chunks.outcome, result.ops.fast_zero_whole_chunks.errno], context).toEqual(['error', 95]);
+    else expect(result.ops.fast_zero_whole_chunks.outcome, context).toBe('ok');
     expect(result.ops.trim).toHaveLength(2);
-    if (kind.trimKeepsData) for (const t of result.ops.trim) expect(t.kept).toBe(true);
+    if (kind.trim === 'keeps-data') for (const t of result.ops.trim) expect(t.kept).toBe(true);
     expect(result.ops.errors).toEqual({ read_past_end: 22, write_past_end: 28, zero_past_end: 28, trim_past_end: 22 });
     // Whole-disk TRIM and a WRITE_ZEROES over 32 MiB succeed; READ/WRITE over 32 MiB: EINVAL.
     expect(result.ops.big.zero_big).toBeGreaterThan(32 * MiB);
     expect(result.ops.big.read_over_max).toBe(22);
     expect(result.ops.big.write_over_max).toBe(22);
-    expect(result.ops.big.fast_zero_big).toBe(kind.fastZero === 'enotsup' ? 95 : 0);
-    if (kind.trimKeepsData) expect(result.ops.big.trim_whole_disk).toBe(true);
+    // From 1..4096 bytes in to the end, just after 4 KiB of data were written there: not fast.
+    expect(result.ops.big.fast_zero_big).toBe(kind.fastZero === 'zeroes' ? 0 : 95);
+    // A whole-disk TRIM keeps RAW's bytes; it releases the chunks an ASIF top layer holds (the
+    // aio rounds wrote into every 1/64 of the disk).
+    expect(result.ops.big.trim_whole_disk).toBe(kind.trim === 'keeps-data');
 
     if (mode === 'structured') {
       // A DF read comes back as one OFFSET_DATA chunk (type 1) covering the request.
