@@ -12,6 +12,9 @@
  *                                     Promise of 0 or -errno.
  *   zeroRange(fd, offset, length)     fallocate(ZERO_RANGE|KEEP_SIZE) on the thread pool: zeros
  *                                     that stay allocated; 0 or -errno.
+ *   lockFile(fd, mode)                flock(LOCK_SH or LOCK_EX, non-blocking) for mode 1 or 2,
+ *                                     LOCK_UN for 0: 0, or -EWOULDBLOCK when another open file
+ *                                     holds a conflicting lock, or -errno.
  *
  * Errors are returned as negative numbers rather than thrown: the callers decide per errno.
  */
@@ -21,6 +24,7 @@
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -155,6 +159,19 @@ static napi_value zero_range(napi_env env, napi_callback_info info) {
   return falloc_async(env, info, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, "stackbd.zeroRange");
 }
 
+static napi_value lock_file(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t fd, mode;
+  if (argc < 2 || !get_int64(env, argv[0], &fd) || !get_int64(env, argv[1], &mode) || mode < 0 || mode > 2) {
+    napi_throw_type_error(env, NULL, "lockFile(fd, mode 0|1|2)");
+    return NULL;
+  }
+  int op = mode == 0 ? LOCK_UN : mode == 1 ? (LOCK_SH | LOCK_NB) : (LOCK_EX | LOCK_NB);
+  return make_number(env, flock((int)fd, op) < 0 ? -(double)errno : 0);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"readCached", NULL, read_cached, NULL, NULL, NULL, napi_default, NULL},
@@ -162,6 +179,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
+      {"lockFile", NULL, lock_file, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -55,6 +55,11 @@ export class InvalidBlockCountError extends ImageError {
   override name = 'InvalidBlockCountError';
 }
 
+/** Another program has the image open for writing, or has it open while we want to write it. */
+export class ImageInUseError extends ImageError {
+  override name = 'ImageInUseError';
+}
+
 /** A request that fails on its own: the client gets `errno` and the connection goes on. */
 export class RequestError extends StackbdError {
   override name = 'RequestError';

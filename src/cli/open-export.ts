@@ -16,7 +16,7 @@ export async function openExport(request: ExportRequest, defaults: ExportDefault
     readOnlyWhenCacheTop: true,
     stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },
   });
-  log.info({ export: request.name, layers: request.layers, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');
+  log.debug({ export: request.name, layers: request.layers, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');
   return new Export(image.stack, {
     name: request.name,
     description: request.description ?? request.layers.join(' <- '),

@@ -213,6 +213,7 @@ async function handler(args: ServeArgs): Promise<void> {
     await server.close();
     throw err;
   }
+  log.info({ exports: specs.map((s) => s.name), uris }, 'serving');
   if (process.stdout.isTTY) {
     console.log(`stackbd is serving ${specs.length} export(s). Connect with:`);
     for (const uri of uris) console.log(`  ${uri}`);

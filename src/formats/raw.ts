@@ -2,14 +2,16 @@
  * RAW images: the file's bytes are the disk's bytes, byte for byte.
  *
  * - Stores: nothing but the data; no header, no UUID, no map. The virtual size is the file size.
- * - States: every byte is `data` (a sparse file's holes are not visible through node:fs, and
- *   reporting them as data is always correct).
+ * - States: the file's holes are `zero`, the rest `data`, where the file system tells them apart
+ *   (SEEK_DATA/SEEK_HOLE through the native fast paths); otherwise everything is `data`.
  * - Invariants: a RAW image is a standalone image or the base of a stack, never a layer above.
- *   `discard` is a hint and keeps the bytes (node:fs cannot punch holes); `zero` writes zeros,
- *   so FAST_ZERO is refused.
+ *   Where the file system can deallocate (fallocate), `discard` and `zero` punch holes (zeros
+ *   that take no space; NO_HOLE zeroes in place, staying allocated) and FAST_ZERO succeeds;
+ *   otherwise `discard` keeps the bytes (it is a hint), `zero` writes zeros and FAST_ZERO is
+ *   refused with ENOTSUP.
  */
 import { RequestError } from '../block/errors.js';
-import type { Run } from '../block/runs.js';
+import { pushRun, type Run } from '../block/runs.js';
 import type { BlockFile } from '../io/block-file.js';
 import { openFdFile } from '../io/fd-file.js';
 import type { Layer, ZeroOptions, WriteOptions } from './layer.js';
@@ -70,7 +72,12 @@ export class RawImage implements Layer {
   }
 
   async map(offset: number, length: number): Promise<Run[]> {
-    return length > 0 ? [{ offset, length, state: 'data' }] : [];
+    if (length <= 0) return [];
+    const extents = this.file.holes?.(offset, length);
+    if (!extents) return [{ offset, length, state: 'data' }];
+    const runs: Run[] = [];
+    for (const e of extents) pushRun(runs, e.offset, e.length, e.hole ? 'zero' : 'data');
+    return runs;
   }
 
   read(buf: Buffer, offset: number): Promise<void> {
@@ -83,7 +90,12 @@ export class RawImage implements Layer {
   }
 
   async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
-    if (options?.fast) throw new RequestError('ENOTSUP', 'a RAW image can only zero by writing zeros');
+    const done = options?.noHole ? await this.file.zeroRange?.(offset, length) : await this.file.punchHole?.(offset, length);
+    if (done) {
+      if (options?.fua) await this.file.sync();
+      return;
+    }
+    if (options?.fast) throw new RequestError('ENOTSUP', 'this file system cannot zero a RAW image faster than writing zeros');
     const zeros = (this.zeros ??= Buffer.alloc(ZERO_PIECE));
     for (let done = 0; done < length; done += ZERO_PIECE) {
       const n = Math.min(ZERO_PIECE, length - done);
@@ -92,8 +104,9 @@ export class RawImage implements Layer {
     if (options?.fua) await this.file.sync();
   }
 
-  async discard(_offset: number, _length: number, options?: WriteOptions): Promise<void> {
-    // A hint only: the bytes stay. FUA still has to mean "durable when answered".
+  async discard(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    // Where holes cannot be punched, a discard is a hint that keeps the bytes.
+    await this.file.punchHole?.(offset, length);
     if (options?.fua) await this.file.sync();
   }
 

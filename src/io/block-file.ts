@@ -18,6 +18,22 @@ export interface BlockFile {
   /** Sets the length of the file; growing leaves a sparse tail that reads as zeros. */
   truncate(length: number): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Where the file holds data and where it has holes, in [offset, offset + length), in order;
+   * null when the file system or platform cannot tell (then treat everything as data).
+   */
+  holes?(offset: number, length: number): FileExtent[] | null;
+  /** Deallocates the range (it then reads as zeros). False when the file system cannot. */
+  punchHole?(offset: number, length: number): Promise<boolean>;
+  /** Makes the range read as zeros and stay allocated. False when the file system cannot. */
+  zeroRange?(offset: number, length: number): Promise<boolean>;
+}
+
+/** A part of a file: data, or a hole (reads as zeros, takes no space). */
+export interface FileExtent {
+  offset: number;
+  length: number;
+  hole: boolean;
 }
 
 /** How a file is opened: `create` makes a new file and fails if one exists, unless `overwrite`. */

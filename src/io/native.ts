@@ -16,13 +16,15 @@ export interface NativeFastPaths {
   punchHole(fd: number, offset: number, length: number): Promise<number>;
   /** fallocate(ZERO_RANGE|KEEP_SIZE) on the thread pool: 0 or -errno. */
   zeroRange(fd: number, offset: number, length: number): Promise<number>;
+  /** flock without waiting: mode 0 unlock, 1 shared, 2 exclusive; 0, -EWOULDBLOCK or -errno. */
+  lockFile(fd: number, mode: 0 | 1 | 2): number;
 }
 
-export const Errno = { EAGAIN: 11, ENXIO: 6, EOPNOTSUPP: 95, ENOSYS: 38, EINVAL: 22 } as const;
+export const Errno = { EAGAIN: 11, EWOULDBLOCK: 11, ENXIO: 6, EOPNOTSUPP: 95, ENOSYS: 38, EINVAL: 22 } as const;
 
 function isFastPaths(value: unknown): value is NativeFastPaths {
   const v = value as Partial<Record<keyof NativeFastPaths, unknown>> | null;
-  return !!v && ['readCached', 'seekData', 'seekHole', 'punchHole', 'zeroRange'].every((k) => typeof v[k as keyof NativeFastPaths] === 'function');
+  return !!v && ['readCached', 'seekData', 'seekHole', 'punchHole', 'zeroRange', 'lockFile'].every((k) => typeof v[k as keyof NativeFastPaths] === 'function');
 }
 
 /** The addon, or null when it is not built, not loadable, or turned off. */

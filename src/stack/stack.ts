@@ -5,8 +5,8 @@
  * Rules:
  * - Reads: the topmost layer whose map says `data` or `zero` answers; `absent` asks the layer
  *   below; absent everywhere, or past a lower layer's end, reads as zeros.
- * - A read that falls through the cache layer also writes what it got from below into the
- *   cache, in the background (the reply does not wait for it). Only layers below the cache are
+ * - A read that falls through the cache layer also writes the data it got from below into the
+ *   cache, in the background (the reply does not wait for it); zeros below are not copied. Only layers below the cache are
  *   read for a fill, and those never change, so a fill can never store data that a newer
  *   write above has replaced.
  * - Writes, zeroes and trims go to the top layer only. When layers lie below, the top is given
@@ -136,17 +136,23 @@ export class Stack {
 
   /** Reads from below the cache layer, then stores what was read in the cache. */
   private async readBelowCache(level: number, part: Buffer, offset: number, found: Run[]): Promise<void> {
-    await this.readLevel(level - 1, part, offset, found);
+    const below: Run[] = [];
+    await this.readLevel(level - 1, part, offset, below);
+    found.push(...below);
     const cache = this.layers[level];
     const bs = cache.blockSize;
-    const start = Math.ceil(offset / bs) * bs;
-    const end = Math.floor((offset + part.length) / bs) * bs;
-    if (end <= start) return;
-    // The fill gets its own copy: the caller's buffer goes out on the socket and may be reused.
-    const copy = Buffer.from(part.subarray(start - offset, end - offset));
-    const fill = cache.write(copy, start).catch((err: unknown) => this.options.onCacheFillError?.(err));
-    this.pendingFills.add(fill);
-    void fill.finally(() => this.pendingFills.delete(fill));
+    // Only data is worth keeping: zeros below (holes, discarded chunks) cost nothing to find again.
+    for (const run of below) {
+      if (run.state !== 'data') continue;
+      const start = Math.ceil(run.offset / bs) * bs;
+      const end = Math.floor((run.offset + run.length) / bs) * bs;
+      if (end <= start) continue;
+      // The fill gets its own copy: the caller's buffer goes out on the socket and may be reused.
+      const copy = Buffer.from(part.subarray(start - offset, end - offset));
+      const fill = cache.write(copy, start).catch((err: unknown) => this.options.onCacheFillError?.(err));
+      this.pendingFills.add(fill);
+      void fill.finally(() => this.pendingFills.delete(fill));
+    }
   }
 
   /** Prefetch: reads the range so that it lands in the cache layer. Without a cache, nothing. */

@@ -52,12 +52,14 @@ describe('stackbd serve (the real CLI)', () => {
 
   it('serves over TCP and a unix socket at once, and on SIGTERM syncs and exits 0', async () => {
     const socket = path.join(dir, 'nbd.sock');
-    const server = await spawnServer({ args: ['--export', `vm=${disk}`, '--export', disk, '--sync-interval', '0'], socket });
+    const other = path.join(dir, 'other.raw');
+    await fs.writeFile(other, Buffer.alloc(1 << 20));
+    const server = await spawnServer({ args: ['--export', `vm=${disk}`, '--export', other, '--sync-interval', '0'], socket });
     try {
       const data = randomBytes(65536);
       const tcp = await NbdClient.connect({ kind: 'tcp', host: '127.0.0.1', port: server.port }, { exportName: 'vm' });
       await tcp.pwrite(data, 4096);
-      const unix = await NbdClient.connect({ kind: 'unix', path: socket }, { exportName: '' });
+      const unix = await NbdClient.connect({ kind: 'unix', path: socket }, { exportName: 'vm' });
       expect((await unix.pread(4096, 65536)).equals(data)).toBe(true);
       const list = await NbdClient.list({ kind: 'unix', path: socket });
       expect(list.map((e) => e.name).sort()).toEqual(['', 'vm']);
@@ -68,6 +70,24 @@ describe('stackbd serve (the real CLI)', () => {
     }
     expect(server.logs()).toContain('server stopped');
     await expect(fs.stat(socket)).rejects.toThrow();
+  });
+
+  it('refuses to open one image for writing twice (a second server, or two exports of one file)', async () => {
+    const twice = await cli(['serve', '--export', `a=${disk}`, '--export', `b=${disk}`, '--listen', '127.0.0.1:0']);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr.trim().split('\n')).toHaveLength(1);
+    expect(twice.stderr).toContain('in use');
+    const server = await spawnServer({ args: ['--export', `vm=${disk}`] });
+    try {
+      const second = await cli(['serve', '--export', `vm=${disk}`, '--listen', '127.0.0.1:0']);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toContain(`${disk}: is in use`);
+      // Reading it meanwhile is fine.
+      const info = await cli(['info', disk]);
+      expect(info.code, info.stderr).toBe(0);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('finishes requests in flight on SIGTERM and every acknowledged write is in the file', async () => {

@@ -93,3 +93,55 @@ describe('BufferPool', () => {
     expect(pool.idleBytes).toBe(2 * 1024 * 1024);
   });
 });
+
+describe('FdFile holes, hole punching and locks', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await makeTempDir();
+  });
+  afterAll(() => removeDir(dir));
+
+  it('reports holes, punches and zeroes ranges, and reads holes as zeros without the pool', async () => {
+    const file = path.join(dir, 'sparse');
+    const handle = await fs.open(file, 'w');
+    await handle.truncate(8 * 1024 * 1024);
+    await handle.write(Buffer.alloc(1024 * 1024, 5), 0, 1024 * 1024, 2 * 1024 * 1024);
+    await handle.close();
+    const f = await openFdFile(file);
+    try {
+      expect(f.holes!(0, 8 * 1024 * 1024)).toEqual([
+        { offset: 0, length: 2 * 1024 * 1024, hole: true },
+        { offset: 2 * 1024 * 1024, length: 1024 * 1024, hole: false },
+        { offset: 3 * 1024 * 1024, length: 5 * 1024 * 1024, hole: true },
+      ]);
+      const buf = Buffer.alloc(4096, 0xff);
+      await f.read(buf, 4096);
+      expect(buf.every((b) => b === 0)).toBe(true);
+      expect(await f.punchHole!(2 * 1024 * 1024, 512 * 1024)).toBe(true);
+      expect(f.holes!(2 * 1024 * 1024, 1024 * 1024)![0]).toEqual({ offset: 2 * 1024 * 1024, length: 512 * 1024, hole: true });
+      expect(await f.zeroRange!(2 * 1024 * 1024 + 512 * 1024, 4096)).toBe(true);
+      const after = Buffer.alloc(1024 * 1024);
+      await f.read(after, 2 * 1024 * 1024);
+      expect(after.subarray(0, 512 * 1024 + 4096).every((b) => b === 0)).toBe(true);
+      expect(after.subarray(512 * 1024 + 4096).every((b) => b === 5)).toBe(true);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('lets one writer at a time open a file, and readers whenever', async () => {
+    const file = path.join(dir, 'locked');
+    await fs.writeFile(file, Buffer.alloc(4096));
+    const writer = await openFdFile(file);
+    await expect(openFdFile(file)).rejects.toThrow(/is in use/);
+    const reader = await openFdFile(file, { readOnly: true });
+    await reader.close();
+    await writer.close();
+    const reader2 = await openFdFile(file, { readOnly: true });
+    // A reader keeps writers out (a base under running VMs must not change).
+    await expect(openFdFile(file)).rejects.toThrow(/is in use/);
+    await reader2.close();
+    const again = await openFdFile(file);
+    await again.close();
+  });
+});

@@ -55,7 +55,7 @@ describe('negotiation', () => {
     srv = await startInProcessServer([
       { name: 'a', rawPath: path.join(dir, 'a.raw'), description: 'first disk' },
       { name: 'b', rawPath: path.join(dir, 'b.raw'), readOnly: true },
-      { name: '', rawPath: path.join(dir, 'a.raw') },
+      { name: '', rawPath: path.join(dir, 'a.raw'), readOnly: true },
     ]);
   });
   afterAll(async () => {

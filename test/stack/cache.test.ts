@@ -107,7 +107,9 @@ describe('cache layer', () => {
 
   it('prefetches with NBD_CMD_CACHE, and its layer UUID never changes', async () => {
     const paths = await makeStack();
-    const before = (await DiskImage.open(paths)).layers[1].layerUUID;
+    const inspect = await DiskImage.open(paths);
+    const before = inspect.layers[1].layerUUID;
+    await inspect.close();
     const { stack, baseLayer } = await openCounted(paths);
     await stack.cache(0, SIZE);
     const readAfterPrefetch = baseLayer.bytesRead;
