@@ -1,7 +1,9 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=4
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=4 --optimize-for-size
 // The interpreter line keeps the server's memory small: a 4 MiB young generation (V8's default
-// of 16 MiB per semi-space costs ~40 MiB of RSS for no measurable speed) and two malloc arenas
-// (buffers freed by one thread and reused by another do not pile up in per-thread arenas).
+// of 16 MiB per semi-space costs ~40 MiB of RSS for no measurable speed), a heap that is
+// collected before it grows far (--optimize-for-size: peak RSS on a 1 TiB ASIF image under 1 GiB
+// of random writes 166 -> 110 MiB, no loss of speed beyond the noise of the measurements), and
+// two malloc arenas (buffers freed by one thread and reused by another do not pile up).
 // The thread pool must be sized before the first fs call anywhere in the process:
 // every positional read or write of an image is one job on it.
 process.env.UV_THREADPOOL_SIZE ??= '16';

@@ -183,7 +183,8 @@ mkdir -p "$tmp/app"
 cp -r "$repo/bin" "$repo/dist" "$repo/package.json" "$tmp/app/"
 ln -s "$repo/node_modules" "$tmp/app/node_modules"
 stackbd_js="$tmp/app/bin/stackbd.js"
-stackbd() { node "$stackbd_js" "$@"; }
+# Run the bin itself, as users do: its interpreter line carries the server's memory options.
+stackbd() { "$stackbd_js" "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # Servers
@@ -201,11 +202,11 @@ start_server() {
   server_log="$tmp/server-$tag.log"
   case "$server" in
     stackbd-raw)
-      cmd=(node "$stackbd_js" serve --listen "127.0.0.1:$port" --export "bench=$raw" --log-level warn) ;;
+      cmd=("$stackbd_js" serve --listen "127.0.0.1:$port" --export "bench=$raw" --log-level warn) ;;
     stackbd-stack)
       rm -f "$tmp/overlay.asif"
       run_tool stackbd-append stackbd append "$base" --new "$tmp/overlay.asif" --type overlay
-      cmd=(node "$stackbd_js" serve --listen "127.0.0.1:$port" --export "bench=$base,$tmp/overlay.asif" --log-level warn) ;;
+      cmd=("$stackbd_js" serve --listen "127.0.0.1:$port" --export "bench=$base,$tmp/overlay.asif" --log-level warn) ;;
     nbdkit-file)
       cmd=(nbdkit -f --exit-with-parent -i 127.0.0.1 -p "$port" file "file=$raw") ;;
     nbdkit-cow)
@@ -346,7 +347,7 @@ if [[ $skip_rss -eq 0 ]]; then
   run_tool stackbd-create stackbd create "$big_dir/big.asif" --size 1T
   port=$(node "$tool" free-port)
   server_log="$tmp/server-rss.log"
-  node "$stackbd_js" serve --listen "127.0.0.1:$port" --export "big=$big_dir/big.asif" --log-level warn \
+  "$stackbd_js" serve --listen "127.0.0.1:$port" --export "big=$big_dir/big.asif" --log-level warn \
     </dev/null >"$server_log" 2>&1 &
   server_pid=$!
   pids+=("$server_pid")

@@ -77,7 +77,7 @@ describe('BufferPool', () => {
     const b = pool.take(1500 * 1024);
     expect(b.buffer).toBe(a.buffer);
     expect(pool.idleBytes).toBe(0);
-    const small = pool.take(4096);
+    const small = pool.take(2048);
     pool.give(small);
     expect(pool.idleBytes).toBe(0);
     pool.give(Buffer.alloc(1024 * 1024));
