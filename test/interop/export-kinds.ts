@@ -5,7 +5,9 @@
  * export, says what its allocation looks like to base:allocation and qemu:allocation-depth,
  * how it answers FAST_ZERO and TRIM, and what qemu-nbd serves as the same disk.
  *
- * - `raw`: the reference content as a sparse RAW file; every byte is data of the only layer.
+ * - `raw`: the reference content as a sparse RAW file: the file system blocks the layout's
+ *   regions touch are data, the rest are holes, which RAW reports as zeros of its only layer
+ *   (base:allocation 3, depth 1). TRIM and WRITE_ZEROES punch holes (FAST_ZERO too).
  * - `asif`: a standalone ASIF image written through the library: the layout's sectors are
  *   data, one chunk that was written and then zeroed is a zero chunk (status 10), the rest was
  *   never written (absent: depth 0, reads as zeros).
@@ -13,8 +15,9 @@
  *   that every other region holds other bytes there and one free chunk holds junk; the overlay,
  *   written through the library, holds the right bytes of those regions and zeroes the junk
  *   chunk (a whole-chunk zero: status 10), so the export reads exactly as the layout and both
- *   depths (1 = overlay, 2 = base) appear. A server that let the base show through where the
- *   overlay holds a range would read wrong bytes.
+ *   depths (1 = overlay, 2 = base) appear; where neither holds data, the base's holes show
+ *   (depth 2, hole+zero). A server that let the base show through where the overlay holds a
+ *   range would read wrong bytes.
  *
  * ASIF images are whole 512-byte sectors: a suite that wants an odd size asks `alignedSize`.
  */
@@ -25,7 +28,7 @@ import { openImage } from '../../src/formats/open-image.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
-import { MiB, Prng, regionBytes, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
+import { MiB, Prng, fileSystemBlockSize, regionBytes, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
 
 /** One extent as NBD metadata contexts report it. */
 export interface ExpectedExtent {
@@ -55,18 +58,22 @@ export interface ExportKind {
   budget: 'full' | 'modest';
   /** Builds the image from `reference`, a RAW file holding exactly `layout`, inside `dir`. */
   prepare(reference: string, layout: ImageLayout, dir: string, baseName: string): Promise<PreparedImage>;
-  /** What WRITE_ZEROES with FAST_ZERO does: 'enotsup' = always refused with ENOTSUP and the
-   * range left unchanged; 'zeroes' = always zeroes the range; 'whole-chunks' = zeroes a range of
-   * whole chunks (`chunkSize`) at once, and is refused with ENOTSUP, changing nothing, when a
-   * partly covered chunk of the range holds data (zeroing it would need data writes). */
-  fastZero: 'enotsup' | 'zeroes' | 'whole-chunks';
-  /** What TRIM does: 'keeps-data' = nothing changes (RAW: node:fs cannot punch holes);
+  /** What WRITE_ZEROES with FAST_ZERO does: 'zeroes' = always zeroes the range (RAW: punches a
+   * hole, as without the flag); 'whole-chunks' = zeroes a range of whole chunks (`chunkSize`) at
+   * once, and is refused with ENOTSUP, changing nothing, when a partly covered chunk of the
+   * range holds data (zeroing it would need data writes). */
+  fastZero: 'zeroes' | 'whole-chunks';
+  /** What TRIM does: 'zeroes' = exactly the trimmed range reads as zeros afterwards (RAW: the
+   * file system blocks inside it become holes, partly covered blocks are zeroed in place);
    * 'whole-chunks' = each whole chunk inside the range that the top image holds is released and
    * reads as zeros, every other byte (partly covered chunks, chunks the top does not hold) keeps
    * what it read before. */
-  trim: 'keeps-data' | 'whole-chunks';
+  trim: 'zeroes' | 'whole-chunks';
   /** The allocation unit for fastZero and trim ('whole-chunks'); null for RAW. */
   chunkSize: number | null;
+  /** True when the export's allocation is its file's holes (RAW): base:allocation then changes
+   * block by block of the file system (fileSystemBlockSize), as the file's blocks do. */
+  fileHoles: boolean;
   /** What qemu-nbd serves as the same disk in the differential test: a RAW copy of the content,
    * or a qcow2 overlay (holding the upper layers' content) on a copy of the stack's base. */
   qemuEquivalent: 'raw-copy' | 'qcow2-overlay';
@@ -75,14 +82,17 @@ export interface ExportKind {
   readBack(image: PreparedImage, size: number): Promise<Buffer>;
 }
 
-/** The parts of a TRIM of [offset, offset + length) whose bytes may change on `kind` (to zeros):
- * none when trims keep the data, else the whole chunks inside the range. */
-export function trimmableRanges(kind: ExportKind, offset: number, length: number): Array<[number, number]> {
-  if (kind.trim === 'keeps-data') return [];
+/** What a TRIM of [offset, offset + length) does to the bytes of `kind`: the ranges that read as
+ * zeros afterwards, and the ranges that may or may not (undefined until written again: the whole
+ * chunks inside the range, released only if the top image holds them). Every other byte keeps
+ * what it read before. */
+export function trimEffect(kind: ExportKind, offset: number, length: number): { zeroed: Array<[number, number]>; undefined: Array<[number, number]> } {
+  if (length <= 0) return { zeroed: [], undefined: [] };
+  if (kind.trim === 'zeroes') return { zeroed: [[offset, offset + length]], undefined: [] };
   const unit = kind.chunkSize!;
-  const out: Array<[number, number]> = [];
-  for (let c = Math.ceil(offset / unit) * unit; c + unit <= offset + length; c += unit) out.push([c, c + unit]);
-  return out;
+  const chunks: Array<[number, number]> = [];
+  for (let c = Math.ceil(offset / unit) * unit; c + unit <= offset + length; c += unit) chunks.push([c, c + unit]);
+  return { zeroed: [], undefined: chunks };
 }
 
 /** `size` rounded up to what `kind` can hold, for suites that would like an odd size. */
@@ -91,19 +101,21 @@ export function alignedSize(kind: ExportKind, size: number): number {
 }
 
 /** RAW: the reference content written again as a sparse file (a plain copy would fill the
- * holes); every byte is data of the only layer. */
+ * holes): the blocks the regions touch are data, the holes zeros of the only layer. */
 export const rawKind: ExportKind = {
   name: 'raw',
   async prepare(_reference, layout, dir, baseName) {
     const file = path.join(dir, `${baseName}.raw`);
     await writeRawImage(file, layout);
-    return { paths: [file], extents: [{ offset: 0, length: layout.size, allocation: 0, depth: 1 }] };
+    const model = LayerModel.raw(layout.size, await fileSystemBlockSize(dir), layout.regions);
+    return { paths: [file], extents: new StackModel([model]).extents() };
   },
   sizeAlignment: 1,
   budget: 'full',
-  fastZero: 'enotsup',
-  trim: 'keeps-data',
+  fastZero: 'zeroes',
+  trim: 'zeroes',
   chunkSize: null,
+  fileHoles: true,
   qemuEquivalent: 'raw-copy',
   async readBack(image, size) {
     const data = await fs.readFile(image.paths[0]);
@@ -174,6 +186,7 @@ export const asifKind: ExportKind = {
   fastZero: 'whole-chunks',
   trim: 'whole-chunks',
   chunkSize: CHUNK,
+  fileHoles: false,
   qemuEquivalent: 'raw-copy',
   async readBack(image, size) {
     const layer = await openImage(image.paths[0], { readOnly: true });
@@ -208,7 +221,8 @@ export const stackKind: ExportKind = {
     }
     // An overlay above a RAW base has no parent UUID (what `stackbd append` creates).
     await createAsif(overlay, { blockCount: layout.size / SECTOR, layerType: 'overlay', parentUUID: null });
-    const model = new StackModel([LayerModel.raw(layout.size), LayerModel.layer(layout.size)]);
+    const baseData = free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }];
+    const model = new StackModel([LayerModel.raw(layout.size, await fileSystemBlockSize(dir), baseData), LayerModel.layer(layout.size)]);
     const image = await DiskImage.open([base, overlay], { mode: 'readWrite' });
     try {
       for (const region of upper) {
@@ -229,6 +243,7 @@ export const stackKind: ExportKind = {
   fastZero: 'whole-chunks',
   trim: 'whole-chunks',
   chunkSize: CHUNK,
+  fileHoles: false,
   qemuEquivalent: 'qcow2-overlay',
   async readBack(image, size) {
     // Flattened by the real CLI, as a user would.

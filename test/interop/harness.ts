@@ -132,6 +132,14 @@ export async function writeRawImage(file: string, layout: ImageLayout): Promise<
   }
 }
 
+/** The block size of the file system holding `dir`: the unit in which a sparse file is data or
+ * a hole (SEEK_DATA/SEEK_HOLE, fallocate PUNCH_HOLE); ext4: 4 KiB. */
+export async function fileSystemBlockSize(dir: string): Promise<number> {
+  const { bsize } = await fs.statfs(dir);
+  if (!Number.isInteger(bsize) || bsize < 512 || bsize % 512 !== 0) throw new Error(`${dir}: unexpected file system block size ${bsize}`);
+  return bsize;
+}
+
 /** The whole content of a (small) layout in memory. */
 export function layoutBuffer(layout: ImageLayout): Buffer {
   const buf = Buffer.alloc(layout.size);
@@ -508,8 +516,9 @@ export function parseNbdinfoMapText(stdout: string): MapEntry[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A model of a disk's content, with ranges whose content is undefined (after a TRIM, which is
-// only a hint: a server may keep the bytes, zero them, or anything, until they are rewritten)
+// A model of a disk's content, with ranges whose content is undefined (after a TRIM where it is
+// only a hint, e.g. the whole chunks of an ASIF top layer, released or not: a server may keep
+// the bytes, zero them, or anything, until they are rewritten; a RAW export zeroes them exactly)
 
 export class DiskModel {
   readonly data: Buffer;

@@ -1,9 +1,13 @@
 /**
  * What the layers of an export hold, sector by sector, so tests can say in advance what
  * base:allocation, qemu:allocation-depth and qemu:dirty-bitmap:overlay must report. Written from
- * the documented rules (spec/asif.md, the design notes at the top of src/formats/asif/image.ts
- * and src/stack/stack.ts), never from the server's code:
+ * the documented rules (spec/asif.md, the design notes at the top of src/formats/asif/image.ts,
+ * src/formats/raw.ts and src/stack/stack.ts), never from the server's code:
  *
+ * - A RAW file is data where the file system holds blocks and zeros (holes) elsewhere, at the
+ *   file system's block size (ext4: 4 KiB): a block that a write touched, even partly, is data.
+ *   A RAW sector is never absent: a hole is the RAW layer saying "zeros" (its depth is the RAW
+ *   layer's). RAW files are written here before they are served, never through a stack.
  * - An ASIF layer maps 512-byte sectors inside 1 MiB chunks. A chunk is never written (every
  *   sector `absent`), zero (status 10: every sector `zero`), or allocated (each sector `data`
  *   or, in a partly written chunk, `absent`).
@@ -19,7 +23,9 @@
  * - A stack sends every change to its top layer, in whole sectors when layers lie below it:
  *   write-zeroes zeroes the whole sectors inside its range and writes zeros into the partial
  *   ones; a trim discards only the whole sectors inside its range. A read that falls through
- *   the cache layer fills the cache with the whole sectors it read from below.
+ *   the cache layer fills the cache with the whole sectors it read from below that are data
+ *   there; zeros below (RAW holes, zero chunks, sectors no layer holds) are not copied, so
+ *   those sectors stay absent in the cache.
  * - Composition: the topmost layer whose sector is `data` or `zero` decides it (depth 1 = top);
  *   `absent` everywhere is depth 0 and reads as zeros. base:allocation is 0 for data and
  *   3 (HOLE|ZERO) for zero or absent everywhere.
@@ -35,10 +41,16 @@ export const DATA = 1;
 export const ZERO = 2;
 export type SectorState = typeof ABSENT | typeof DATA | typeof ZERO;
 
-/** One image of an export: a RAW file (everything is data), an ASIF layer of a stack, or a
+/** A byte range of a file that holds data. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** One image of an export: a RAW file (data blocks and holes), an ASIF layer of a stack, or a
  * standalone ASIF image. */
 export class LayerModel {
-  /** The sectors of every chunk that is not entirely absent. */
+  /** The sectors of every chunk that is not entirely absent (RAW: entirely a hole). */
   private readonly chunks = new Map<number, Uint8Array>();
 
   private constructor(
@@ -48,8 +60,26 @@ export class LayerModel {
     if (kind !== 'raw' && size % SECTOR !== 0) throw new Error(`an ASIF image of ${size} bytes is not whole sectors`);
   }
 
-  static raw(size: number): LayerModel {
-    return new LayerModel(size, 'raw');
+  /** A RAW file of `size` bytes holding `data` (written sparse): the file system blocks of
+   * `fsBlock` bytes that the ranges touch are data, every other block is a hole (zero). */
+  static raw(size: number, fsBlock: number, data: readonly ByteRange[]): LayerModel {
+    if (fsBlock % SECTOR !== 0) throw new Error(`a file system block of ${fsBlock} bytes is not whole sectors`);
+    const model = new LayerModel(size, 'raw');
+    for (const r of data) {
+      if (r.length <= 0) continue;
+      const start = Math.floor(r.offset / fsBlock) * fsBlock;
+      const end = Math.min(size, Math.ceil((r.offset + r.length) / fsBlock) * fsBlock);
+      model.pieces(start, end - start, (c, from, to) => {
+        let sectors = model.chunks.get(c);
+        if (!sectors) {
+          sectors = new Uint8Array(SECTORS_PER_CHUNK).fill(ZERO);
+          model.chunks.set(c, sectors);
+        }
+        // The last sector of a file that is not whole sectors is partial: it counts whole.
+        sectors.fill(DATA, (from - c * CHUNK) / SECTOR, Math.ceil((to - c * CHUNK) / SECTOR));
+      });
+    }
+    return model;
   }
 
   /** A new, empty ASIF layer (overlay or cache) of a stack. */
@@ -75,9 +105,8 @@ export class LayerModel {
 
   /** The sector states of chunk `c`, or the one state all its sectors share. */
   sectorsOf(c: number): { uniform: SectorState } | { sectors: Uint8Array } {
-    if (this.kind === 'raw') return { uniform: DATA };
     const sectors = this.chunks.get(c);
-    return sectors ? { sectors } : { uniform: ABSENT };
+    return sectors ? { sectors } : { uniform: this.kind === 'raw' ? ZERO : ABSENT };
   }
 
   stateAt(sector: number): SectorState {
@@ -85,9 +114,9 @@ export class LayerModel {
     return 'uniform' in s ? s.uniform : (s.sectors[sector % SECTORS_PER_CHUNK] as SectorState);
   }
 
-  /** Chunk `c`: never written, a zero chunk (status 10), or allocated (01 or 11). */
+  /** Chunk `c` of an ASIF image: never written, a zero chunk (status 10), or allocated (01 or 11). */
   chunkStatus(c: number): 'never' | 'zero' | 'allocated' {
-    if (this.kind === 'raw') return 'allocated';
+    this.assertWritable();
     const sectors = this.chunks.get(c);
     if (!sectors) return 'never';
     return sectors[0] === ZERO ? 'zero' : 'allocated';
@@ -107,7 +136,7 @@ export class LayerModel {
   }
 
   private assertWritable(): void {
-    if (this.kind === 'raw') throw new Error('the model keeps no map for a RAW image');
+    if (this.kind === 'raw') throw new Error('a RAW file is written before it is served, never through the model');
   }
 
   /** Calls `visit` for each chunk piece of [offset, offset + length). */
@@ -233,7 +262,7 @@ export class StackModel {
   }
 
   /** A read of [offset, offset + length) (or a CACHE request of at most 4 MiB): the whole sectors
-   * that fall through to the cache layer are written into it. */
+   * that fall through to the cache layer and are data below it are written into it. */
   readThrough(offset: number, length: number): void {
     const cacheIndex = this.cacheIndex;
     if (cacheIndex < 0) return;
@@ -244,12 +273,22 @@ export class StackModel {
     for (let s = first; s <= last; s++) {
       let falls = s < last;
       for (let i = this.layers.length - 1; falls && i >= cacheIndex; i--) if (this.layers[i].stateAt(s) !== ABSENT) falls = false;
+      if (falls) falls = this.stateBelow(cacheIndex, s) === DATA;
       if (falls && runStart < 0) runStart = s;
       if (!falls && runStart >= 0) {
         cache.write(runStart * SECTOR, (s - runStart) * SECTOR);
         runStart = -1;
       }
     }
+  }
+
+  /** The state of sector `s` as the layers below `level` show it (absent where none holds it). */
+  private stateBelow(level: number, s: number): SectorState {
+    for (let i = level - 1; i >= 0; i--) {
+      const state = this.layers[i].stateAt(s);
+      if (state !== ABSENT) return state;
+    }
+    return ABSENT;
   }
 
   /** Per sector, the depth that decides it and its state there. */

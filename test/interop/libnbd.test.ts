@@ -3,7 +3,9 @@
  * and a Python script on libnbd's bindings (libnbd-driver.py) that keeps 64 aio commands in
  * flight and checks FUA writes, flush, zero with NO_HOLE / FAST_ZERO, trim, cache, DF reads,
  * block status and the server's own errors against a model, with structured replies (TCP) and
- * with simple replies (`set_request_structured_replies(False)`, unix socket).
+ * with simple replies (`set_request_structured_replies(False)`, unix socket). On a RAW export
+ * the script also models the file's holes block by block (writes allocate, TRIM, WRITE_ZEROES
+ * and FAST_ZERO punch) and checks base:allocation and the hole chunks of reads against it.
  *
  * libnbd 1.14 has no extended headers (no set_request_extended_headers): the first test checks
  * that, so this file is revisited when a newer libnbd arrives.
@@ -21,6 +23,7 @@ import {
   Prng,
   debianPythonEnv,
   describeRun,
+  fileSystemBlockSize,
   randomLayout,
   run,
   seedFrom,
@@ -50,10 +53,12 @@ interface DriverResult {
     zero: string[];
     fast_zero: { outcome: 'ok' | 'error'; errno?: number; offset: number; length: number };
     fast_zero_whole_chunks: { outcome: 'ok' | 'error'; errno?: number; offset: number; length: number };
-    trim: Array<{ offset: number; length: number; fua: boolean; kept: boolean }>;
+    trim: Array<{ offset: number; length: number; fua: boolean; kept: boolean; read_chunk_kinds?: number[] }>;
     cache: number;
     df_read_chunks?: Array<[number, number, number]>;
     structured_read_chunk_kinds?: number[];
+    map_checks: number;
+    read_chunk_checks: number;
     block_status?: Array<{ offset: number; length: number; req_one: boolean; extents: Array<[number, number]> }>;
     errors: Record<string, number>;
     big: { trim_whole_disk: boolean; fast_zero_big: number; zero_big: number; read_over_max: number; write_over_max: number };
@@ -164,6 +169,10 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
   it.each(modes)('keeps 64 aio commands in flight and checks every command against a model ($mode replies over $transport)', async ({ mode, transport }) => {
     const seed = seedFrom('STACKBD_LIBNBD_SEED');
     const uri = transport === 'tcp' ? server.uri(mode) : server.unixUri(mode);
+    // A RAW export: the script models the file's holes from the untouched layout's data blocks.
+    const fileHoles = kind.fileHoles
+      ? ['--fs-block', String(await fileSystemBlockSize(dir)), '--initial-data', JSON.stringify(images[mode].extents.filter((e) => e.allocation === 0).map((e) => [e.offset, e.length]))]
+      : [];
     const r = await run(
       DEBIAN_PYTHON,
       [
@@ -179,6 +188,7 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
         '--trim',
         kind.trim,
         ...(kind.chunkSize ? ['--chunk-size', String(kind.chunkSize)] : []),
+        ...fileHoles,
       ],
       { env: debianPythonEnv(), timeoutMs: 60_000 },
     );
@@ -209,25 +219,26 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
     expect(result.aio.reads).toBe(result.aio.rounds * 32);
     expect(result.aio.writes).toBe(result.aio.rounds * 32);
     expect(result.ops.zero).toEqual(['plain', 'no_hole', 'fua', 'no_hole_fua']);
-    // Not whole chunks, data in the partly covered ones: only an export that always zeroes fast
-    // may; RAW and ASIF refuse with ENOTSUP (95) and change nothing.
+    // Not whole chunks, data in the partly covered ones: RAW punches a hole (the script checked
+    // the zeros and, RAW, the holes); ASIF refuses with ENOTSUP (95) and changes nothing.
     if (kind.fastZero === 'zeroes') expect(result.ops.fast_zero.outcome, context).toBe('ok');
     else expect([result.ops.fast_zero.outcome, result.ops.fast_zero.errno], context).toEqual(['error', 95]);
-    // Two whole chunks: ASIF marks them zero; RAW still refuses.
-    if (kind.fastZero === 'enotsup') expect([result.ops.fast_zero_whole_chunks.outcome, result.ops.fast_zero_whole_chunks.errno], context).toEqual(['error', 95]);
-    else expect(result.ops.fast_zero_whole_chunks.outcome, context).toBe('ok');
+    // Two whole chunks: every kind zeroes them (RAW punches, ASIF marks them zero).
+    expect(result.ops.fast_zero_whole_chunks.outcome, context).toBe('ok');
+    // Two TRIMs of 12 KiB..2 MiB: the script checked that RAW reads exactly the trimmed range
+    // as zeros, or that ASIF changed whole chunks only.
     expect(result.ops.trim).toHaveLength(2);
-    if (kind.trim === 'keeps-data') for (const t of result.ops.trim) expect(t.kept).toBe(true);
     expect(result.ops.errors).toEqual({ read_past_end: 22, write_past_end: 28, zero_past_end: 28, trim_past_end: 22 });
     // Whole-disk TRIM and a WRITE_ZEROES over 32 MiB succeed; READ/WRITE over 32 MiB: EINVAL.
     expect(result.ops.big.zero_big).toBeGreaterThan(32 * MiB);
     expect(result.ops.big.read_over_max).toBe(22);
     expect(result.ops.big.write_over_max).toBe(22);
-    // From 1..4096 bytes in to the end, just after 4 KiB of data were written there: not fast.
+    // From 1..4096 bytes in to the end, just after 4 KiB of data were written there: RAW
+    // punches it; ASIF cannot zero the partly covered first chunk fast.
     expect(result.ops.big.fast_zero_big).toBe(kind.fastZero === 'zeroes' ? 0 : 95);
-    // A whole-disk TRIM keeps RAW's bytes; it releases the chunks an ASIF top layer holds (the
-    // aio rounds wrote into every 1/64 of the disk).
-    expect(result.ops.big.trim_whole_disk).toBe(kind.trim === 'keeps-data');
+    // A whole-disk TRIM changes the disk on every kind: RAW zeroes it all, ASIF releases the
+    // chunks its top layer holds (the aio rounds wrote into every 1/64 of the disk).
+    expect(result.ops.big.trim_whole_disk).toBe(false);
 
     if (mode === 'structured') {
       // A DF read comes back as one OFFSET_DATA chunk (type 1) covering the request.
@@ -239,14 +250,25 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
       expect(all.extents.reduce((n, [len]) => n + len, 0)).toBeGreaterThanOrEqual(Math.min(all.length, 1));
       expect(one.extents).toHaveLength(1);
       expect(one.extents[0][0]).toBeLessThanOrEqual(one.length);
-      if (kind.name === 'raw') {
-        // RAW: every byte is data, so one extent with flags 0 answers each request exactly.
-        expect(all.extents).toEqual([[all.length, 0]]);
-        expect(one.extents).toEqual([[one.length, 0]]);
-        expect(result.ops.structured_read_chunk_kinds).toEqual([1]);
+      // RAW: every block status answer matched the modelled holes (15: the untouched disk, the
+      // disk after the aio rounds, around each of the 4 zeroes, 2 FAST_ZEROes and 2 TRIMs, the
+      // whole disk after the whole-disk TRIM, the big FAST_ZERO and the big requests, the two
+      // above), and so did the chunks of 3 structured reads (hole chunks, status 2, where the
+      // file has holes): around each TRIM and the first 8 MiB.
+      if (kind.fileHoles) {
+        expect(result.ops.map_checks, context).toBe(15);
+        expect(result.ops.read_chunk_checks, context).toBe(3);
+        // Each TRIM covers two whole blocks or more: read back, they come as hole chunks (and
+        // whatever is data around them as data chunks).
+        for (const t of result.ops.trim) expect(t.read_chunk_kinds, context).toContain(2);
+      } else {
+        expect(result.ops.map_checks).toBe(0);
+        expect(result.ops.read_chunk_checks).toBe(0);
       }
     } else {
       expect(result.ops.block_status).toBeUndefined();
+      expect(result.ops.map_checks).toBe(0);
+      expect(result.ops.read_chunk_checks).toBe(0);
     }
 
     // Another client (ours) sees exactly the model the script ended with.

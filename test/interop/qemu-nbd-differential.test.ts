@@ -20,14 +20,22 @@
  *   together never overlap, so their order changes nothing.
  * Every ASIF file passes `stackbd check` (leaked chunks allowed) at the end.
  *
+ * On a RAW export both servers do the same to the same file: TRIM and WRITE_ZEROES punch holes
+ * (fallocate PUNCH_HOLE over exactly the range: qemu-nbd --discard=unmap), NO_HOLE zeroes in
+ * place (ZERO_RANGE), FAST_ZERO succeeds, and base:allocation shows the file's holes. So a
+ * trimmed range reads as zeros on both, FAST_ZERO requests are sent too, and both servers must
+ * answer every block status request alike, block by block, except for the blocks last zeroed
+ * with NO_HOLE (see UnwrittenBlocks). Requests in flight together then never share a file
+ * system block either: a block's state would depend on their order.
+ *
  * Legitimate differences are not compared:
- * - TRIM is a hint (stackbd's RAW keeps the bytes, qemu-nbd --discard=unmap punches holes), so a
+ * - TRIM on a stack: stackbd releases whole ASIF chunks, qemu-nbd whole qcow2 clusters, so a
  *   trimmed range is undefined until written again and its bytes are skipped;
  * - a write past the end: stackbd answers ENOSPC as the protocol asks; qemu-nbd 7.2 answers
  *   EINVAL. Both must fail; stackbd's number is checked against the protocol;
- * - FAST_ZERO is not sent here (qemu-nbd may honour it on a raw file, stackbd's RAW refuses it);
- *   the libnbd suite covers it;
- * - block status differs by design (qemu-nbd reports the file's holes, RAW reports data): each
+ * - FAST_ZERO on a stack is not sent (stackbd refuses it for partial sectors and chunks that hold
+ *   data; the libnbd suite covers it);
+ * - block status of a stack differs by design (ASIF chunks against qcow2 clusters): each
  *   server's answer is only checked to be well-formed and true (a ZERO extent reads as zeros).
  *
  * A failure names the seed; STACKBD_DIFF_SEED=N replays it.
@@ -46,6 +54,7 @@ import {
   MiB,
   Prng,
   describeRun,
+  fileSystemBlockSize,
   layoutBuffer,
   randomLayout,
   run,
@@ -70,7 +79,7 @@ const ENOSPC = 28;
 type Op =
   | { type: 'read'; offset: number; length: number; df: boolean }
   | { type: 'write'; offset: number; data: Buffer; fua: boolean }
-  | { type: 'zero'; offset: number; length: number; noHole: boolean; fua: boolean }
+  | { type: 'zero'; offset: number; length: number; noHole: boolean; fua: boolean; fast: boolean }
   | { type: 'trim'; offset: number; length: number; fua: boolean }
   | { type: 'cache'; offset: number; length: number }
   | { type: 'flush' }
@@ -84,7 +93,7 @@ function describeOp(op: Op): string {
     case 'write':
       return `write ${op.offset}+${op.data.length}${op.fua ? ' FUA' : ''}`;
     case 'zero':
-      return `zero ${op.offset}+${op.length}${op.noHole ? ' NO_HOLE' : ''}${op.fua ? ' FUA' : ''}`;
+      return `zero ${op.offset}+${op.length}${op.noHole ? ' NO_HOLE' : ''}${op.fast ? ' FAST_ZERO' : ''}${op.fua ? ' FUA' : ''}`;
     case 'trim':
       return `trim ${op.offset}+${op.length}${op.fua ? ' FUA' : ''}`;
     case 'read':
@@ -100,19 +109,25 @@ function describeOp(op: Op): string {
   }
 }
 
-function span(op: Op): [number, number] | null {
+/** The bytes a request touches, widened to whole units of `unit` bytes (a file system block, on
+ * a RAW export: requests sharing one must not be in flight together). */
+function span(op: Op, unit: number): [number, number] | null {
+  let range: [number, number];
   switch (op.type) {
     case 'write':
-      return [op.offset, op.offset + op.data.length];
+      range = [op.offset, op.offset + op.data.length];
+      break;
     case 'read':
     case 'zero':
     case 'trim':
     case 'cache':
     case 'blockStatus':
-      return [op.offset, op.offset + op.length];
+      range = [op.offset, op.offset + op.length];
+      break;
     default:
       return null;
   }
+  return range[1] > range[0] ? [Math.floor(range[0] / unit) * unit, Math.ceil(range[1] / unit) * unit] : range;
 }
 
 /** Lengths: mostly small, some up to 256 KiB; half of them sector or page aligned. */
@@ -134,7 +149,7 @@ function pickRange(rng: Prng, size: number, maxLength = 256 * KiB): { offset: nu
   return { offset, length };
 }
 
-function makeOp(rng: Prng, size: number, structured: boolean): Op {
+function makeOp(rng: Prng, size: number, structured: boolean, fastZero: boolean): Op {
   const r = rng.u32() / 0x1_0000_0000;
   if (r < 0.33) {
     const { offset, length } = pickRange(rng, size);
@@ -146,7 +161,7 @@ function makeOp(rng: Prng, size: number, structured: boolean): Op {
   }
   if (r < 0.78) {
     const { offset, length } = pickRange(rng, size, 1 * MiB);
-    return { type: 'zero', offset, length, noHole: rng.chance(0.5), fua: rng.chance(0.15) };
+    return { type: 'zero', offset, length, noHole: rng.chance(0.5), fua: rng.chance(0.15), fast: fastZero && rng.chance(0.25) };
   }
   if (r < 0.85) {
     const { offset, length } = pickRange(rng, size, 1 * MiB);
@@ -166,7 +181,7 @@ function makeOp(rng: Prng, size: number, structured: boolean): Op {
   return rng.pick<Op>([
     { type: 'read', offset, length: 0, df: false },
     { type: 'write', offset, data: Buffer.alloc(0), fua: false },
-    { type: 'zero', offset, length: 0, noHole: false, fua: false },
+    { type: 'zero', offset, length: 0, noHole: false, fua: false, fast: false },
     { type: 'trim', offset, length: 0, fua: false },
   ]);
 }
@@ -180,7 +195,7 @@ async function execute(client: NbdClient, op: Op): Promise<Outcome> {
         await client.pwrite(op.data, op.offset, { fua: op.fua });
         return { ok: true };
       case 'zero':
-        await client.zero(op.offset, op.length, { noHole: op.noHole, fua: op.fua });
+        await client.zero(op.offset, op.length, { noHole: op.noHole, fua: op.fua, fast: op.fast });
         return { ok: true };
       case 'trim':
         await client.trim(op.offset, op.length, { fua: op.fua });
@@ -227,6 +242,74 @@ function checkExtents(op: Extract<Op, { type: 'blockStatus' }>, extents: BlockSt
       }
     }
     at += e.length;
+  }
+  return null;
+}
+
+/**
+ * RAW: the file system blocks whose last change was a WRITE_ZEROES with NO_HOLE (fallocate
+ * ZERO_RANGE over them, even partly). ext4 keeps such blocks allocated as unwritten extents,
+ * which SEEK_DATA shows as holes, or as data once pages of them are in the page cache; qemu-nbd
+ * reads them through the page cache (simple replies read every byte), stackbd never reads a
+ * hole. There the two servers may report different base:allocation flags (both read zeros);
+ * a write makes a block data on both, a punched hole makes the whole blocks inside it holes.
+ */
+class UnwrittenBlocks {
+  private readonly blocks: Uint8Array;
+
+  constructor(
+    size: number,
+    readonly unit: number,
+  ) {
+    this.blocks = new Uint8Array(Math.ceil(size / unit));
+  }
+
+  private mark(from: number, to: number, value: number): void {
+    if (to > from) this.blocks.fill(value, from, to);
+  }
+
+  zeroedInPlace(offset: number, length: number): void {
+    if (length > 0) this.mark(Math.floor(offset / this.unit), Math.ceil((offset + length) / this.unit), 1);
+  }
+
+  written(offset: number, length: number): void {
+    if (length > 0) this.mark(Math.floor(offset / this.unit), Math.ceil((offset + length) / this.unit), 0);
+  }
+
+  punched(offset: number, length: number): void {
+    this.mark(Math.ceil(offset / this.unit), Math.floor((offset + length) / this.unit), 0);
+  }
+
+  /** Whether every block that [from, to) touches is one of them. */
+  all(from: number, to: number): boolean {
+    for (let b = Math.floor(from / this.unit); b < Math.ceil(to / this.unit); b++) if (!this.blocks[b]) return false;
+    return true;
+  }
+}
+
+/** Two answers to one base:allocation request on the same RAW file: the same flags wherever
+ * both say something, except on unwritten blocks; both cover the whole request. REQ_ONE: one
+ * extent each; of the same flags, they end at the same place unless the shorter one ends at an
+ * unwritten block (of different flags, the prefix they share was all unwritten). A problem or
+ * null. */
+function compareExtents(op: Extract<Op, { type: 'blockStatus' }>, a: BlockStatusExtent[], b: BlockStatusExtent[], unwritten: UnwrittenBlocks): string | null {
+  const pieces = (extents: BlockStatusExtent[]): Array<[number, number, number]> => {
+    let at = op.offset;
+    return extents.map((e) => [at, (at += e.length), e.flags]);
+  };
+  const pa = pieces(a);
+  const pb = pieces(b);
+  const endA = pa.at(-1)![1];
+  const endB = pb.at(-1)![1];
+  if (!op.reqOne && (endA !== op.offset + op.length || endB !== op.offset + op.length)) return `the answers cover ${op.offset}..${endA} and ${op.offset}..${endB}`;
+  if (op.reqOne && endA !== endB && pa[0][2] === pb[0][2] && !unwritten.all(Math.min(endA, endB), Math.min(endA, endB) + 1)) {
+    return `the REQ_ONE extents end at ${endA} and ${endB}`;
+  }
+  const cuts = [...new Set([...pa, ...pb].flatMap(([x, y]) => [x, y]))].filter((x) => x <= Math.min(endA, endB)).sort((x, y) => x - y);
+  const flagsAt = (list: Array<[number, number, number]>, at: number): number => list.find(([x, y]) => x <= at && at < y)![2];
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const [x, y] = [cuts[i], cuts[i + 1]];
+    if (flagsAt(pa, x) !== flagsAt(pb, x) && !unwritten.all(x, y)) return `${x}..${y} is ${flagsAt(pa, x)} on stackbd, ${flagsAt(pb, x)} on qemu-nbd`;
   }
   return null;
 }
@@ -304,10 +387,16 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
   /** sha256 of the files that must never change (the bases of stacks), before the test. */
   const unchanged = new Map<string, string>();
   const seed = seedFrom('STACKBD_DIFF_SEED');
+  /** RAW: qemu-nbd serves a RAW copy and does to its file what stackbd does to its own (trims
+   * and zeroes punch, FAST_ZERO succeeds, the same holes; see the header). */
+  const sameFile = kind.fileHoles && kind.qemuEquivalent === 'raw-copy';
+  /** Requests in flight together never share one of these units (RAW: a file system block). */
+  let unit = 1;
 
   beforeAll(async () => {
     requireTool('qemu-nbd');
     dir = await makeTempDir('stackbd-diff-');
+    if (sameFile) unit = await fileSystemBlockSize(dir);
     layout = randomLayout(new Prng(seed ^ 0x5a5a5a5a), SIZE, 10, 1, 1 * MiB);
     image = await prepareExport(kind, dir, 'stackbd', layout);
     reference = await prepareQemuSide(kind, image, layout, dir, 'qemu');
@@ -382,6 +471,7 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
     const replay = `seed ${seed} (replay with STACKBD_DIFF_SEED=${seed})`;
     const rng = new Prng(seed);
     const model = new DiskModel(layoutBuffer(layout));
+    const unwritten = new UnwrittenBlocks(SIZE, unit);
     // stackbd: structured replies over TCP, simple replies over its unix socket.
     const ours = await connect('stackbd', { structured: stackbd.tcp, simple: { kind: 'unix', path: stackbd.socket! } }, 'disk');
     const theirs = await connect('qemu-nbd', { structured: qemu.target, simple: qemu.target }, 'disk');
@@ -405,8 +495,8 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
       const taken: Array<[number, number]> = [];
       for (let tries = 0; ops.length < want && tries < want * 4; tries++) {
         const structured = (batch + ops.length) % 2 === 0;
-        const op = makeOp(rng, SIZE, structured);
-        const s = span(op);
+        const op = makeOp(rng, SIZE, structured, sameFile);
+        const s = span(op, unit);
         // Requests in flight together never overlap: their order is not defined.
         if (s && s[1] > s[0] && taken.some(([a, b]) => s[0] < b && a < s[1])) continue;
         if (s) taken.push(s);
@@ -419,6 +509,7 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
       ops.forEach(({ op, structured }, i) => {
         recent.push(`#${opIndex++} step ${batch} ${structured ? 'structured' : 'simple'}: ${describeOp(op)}`);
         counts[op.type] = (counts[op.type] ?? 0) + 1;
+        if (op.type === 'zero' && op.fast) counts.fastZero = (counts.fastZero ?? 0) + 1;
         const [a, b] = results[i];
         if (op.type === 'pastEnd') {
           if (a.ok || b.ok) fail(batch, op, `must fail on both; stackbd ${a.ok ? 'succeeded' : a.errno}, qemu-nbd ${b.ok ? 'succeeded' : b.errno}`);
@@ -448,17 +539,30 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
           if (problemA) fail(batch, op, `stackbd block status: ${problemA}: ${JSON.stringify(a.ok ? a.extents : a)}`);
           const problemB = checkExtents(op, b.ok ? b.extents : undefined, model);
           if (problemB) fail(batch, op, `qemu-nbd block status: ${problemB}: ${JSON.stringify(b.ok ? b.extents : b)}`);
+          // The same file, changed the same way: the same holes, reported alike.
+          const differs = sameFile && a.ok && b.ok ? compareExtents(op, a.extents!, b.extents!, unwritten) : null;
+          if (differs) fail(batch, op, `base:allocation differs (${differs}): stackbd ${JSON.stringify(a.ok ? a.extents : a)}, qemu-nbd ${JSON.stringify(b.ok ? b.extents : b)}`);
         }
       });
       // Both servers answered every request of the step: the model moves on.
       for (const { op } of ops) {
-        if (op.type === 'write') model.write(op.offset, op.data);
-        else if (op.type === 'zero') model.zero(op.offset, op.length);
-        else if (op.type === 'trim') model.trim(op.offset, op.length);
+        if (op.type === 'write') {
+          model.write(op.offset, op.data);
+          unwritten.written(op.offset, op.data.length);
+        } else if (op.type === 'zero') {
+          model.zero(op.offset, op.length);
+          if (op.noHole) unwritten.zeroedInPlace(op.offset, op.length);
+          else unwritten.punched(op.offset, op.length);
+        } else if (op.type === 'trim' && sameFile) {
+          model.zero(op.offset, op.length);
+          unwritten.punched(op.offset, op.length);
+        } else if (op.type === 'trim') {
+          model.trim(op.offset, op.length);
+        }
       }
     }
 
-    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    const total = Object.values(counts).reduce((a, b) => a + b, 0) - (counts.fastZero ?? 0);
     expect(total, replay).toBeGreaterThanOrEqual(least(2000));
     expect(counts.write, replay).toBeGreaterThan(least(500));
     expect(counts.read, replay).toBeGreaterThan(least(500));
@@ -467,6 +571,18 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
     expect(counts.flush, replay).toBeGreaterThan(least(40));
     expect(counts.blockStatus, replay).toBeGreaterThan(least(20));
     expect(counts.pastEnd, replay).toBeGreaterThan(least(20));
+    if (sameFile) expect(counts.fastZero, replay).toBeGreaterThan(least(40));
+    else expect(counts.fastZero, replay).toBeUndefined();
+
+    if (sameFile) {
+      // The whole disk's holes, as each server reports them: the same.
+      const whole = { type: 'blockStatus' as const, offset: 0, length: SIZE, reqOne: false };
+      const [mineMap, theirsMap] = await Promise.all([ours, theirs].map((side) => side.structured.blockStatus(0, SIZE)));
+      const mineExtents = mineMap.get('base:allocation')!;
+      expect(checkExtents(whole, mineExtents, model), replay).toBeNull();
+      expect(compareExtents(whole, mineExtents, theirsMap.get('base:allocation')!, unwritten), replay).toBeNull();
+      expect(new Set(mineExtents.map((e) => e.flags)), replay).toEqual(new Set([0, 3]));
+    }
 
     // Whole disk through both servers, then the files themselves.
     for (const side of [ours, theirs]) {
@@ -495,8 +611,10 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
     const at = model.firstMismatch(0, mine);
     if (at >= 0) fail(BATCHES, null, `stackbd's image file differs from the model: ${model.describeMismatch(0, mine, at)}`);
     expect(compared + model.undefinedBytes, replay).toBe(SIZE);
-    // Most of the disk is compared: trims leave only part of it undefined.
-    expect(compared, replay).toBeGreaterThan(SIZE / 2);
+    // RAW: every byte is compared (trimmed ranges read as zeros on both). A stack: most of the
+    // disk, its trims leave only part of it undefined.
+    if (sameFile) expect(compared, replay).toBe(SIZE);
+    else expect(compared, replay).toBeGreaterThan(SIZE / 2);
     // Bases are read-only: not one byte changed, on either side.
     for (const [file, sha] of unchanged) expect(await sha256File(file), `${file} changed`).toBe(sha);
     // Every ASIF file is consistent (leaked chunks, exit 1, are allowed).

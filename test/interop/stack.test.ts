@@ -6,16 +6,20 @@
  *   through the server by real clients (nbdsh CACHE and TRIM, qemu-io writes and write-zeroes):
  *   `nbdinfo --map` of qemu:allocation-depth, qemu:dirty-bitmap:overlay and base:allocation,
  *   `qemu-img map` (plain and through `x-dirty-bitmap`) and `stackbd map --json` all show what
- *   a model of the layers (layer-model.ts) says; reading the whole export fills the cache;
+ *   a model of the layers (layer-model.ts) says (the RAW base's holes are zeros at the base's
+ *   depth); reading the whole export fills the cache with the data below it, never the zeros;
  *   `qemu-img convert` of the export, `stackbd convert` of the files and the model have one
  *   sha256; `qemu-img compare` finds the export equal to the flattened file; the base never
- *   changes, the cache keeps its layer UUID, `stackbd check` passes on every ASIF file.
+ *   changes, the cache keeps its layer UUID, `stackbd check` passes on every ASIF file. While
+ *   served, the files are locked: `stackbd convert` reads them with the cache read-only (no
+ *   fills behind the server's back) and a second server cannot open them.
  * - Commit: base + overlay1 + overlay2, each overlay written through the server (overlay2
  *   hides data and zeros of overlay1 and of the base); `stackbd commit` merges overlay2 into
  *   overlay1; the export of base + overlay1 then equals the flattened three-layer stack
  *   (`qemu-img compare`) and the model, and overlay2 no longer stacks on overlay1.
  * - A stack whose top is a cache layer: served read-only (writes refused by the server), and
- *   what a client reads lands in the cache (depth 2 → 1), exactly the whole sectors read.
+ *   what a client reads lands in the cache (depth 2 → 1), exactly the whole sectors read that
+ *   are data in the base (its holes stay at depth 2).
  * - Calibration: how qemu-img 7.2 prints a context read through `x-dirty-bitmap`, shown with
  *   qemu-nbd --allocation-depth on a qcow2 chain: what the stack tests above rely on.
  *
@@ -44,6 +48,7 @@ import {
   MiB,
   debianPythonEnv,
   describeRun,
+  fileSystemBlockSize,
   layoutBuffer,
   parseNbdinfoMapJson,
   run,
@@ -183,7 +188,7 @@ async function makeBase(format: BaseFormat, dir: string, layout: ImageLayout): P
   if (format === 'raw') {
     const file = path.join(dir, 'base.raw');
     await writeRawImage(file, layout);
-    return { file, model: LayerModel.raw(layout.size) };
+    return { file, model: LayerModel.raw(layout.size, await fileSystemBlockSize(dir), layout.regions) };
   }
   const prepared = await asifKind.prepare('', layout, dir, 'base');
   return { file: prepared.paths[0], model: standaloneFromExtents(layout.size, prepared.extents) };
@@ -333,6 +338,24 @@ describe.each(['raw', 'asif'] as const)('a three-layer stack (%s base, ASIF cach
     expect(mergeShown(dirty)).toEqual(expectedShown(disk.model.dirty()));
   });
 
+  it('while served, stackbd convert reads the files without filling the cache (the server holds it for writing), and a second server is refused', async () => {
+    const out = path.join(dir, 'served-convert.raw');
+    const cacheSha = await sha256File(paths[1]);
+    const c = await runStackbd(['convert', ...paths, '-O', out]);
+    expect(c.code, c.stderr).toBe(0);
+    expect(await sha256File(out)).toBe(disk.sha256);
+    await fs.rm(out);
+    // The convert opened the cache read-only: nothing was filled behind the server's back (the
+    // next test maps the files themselves, with the server stopped).
+    expect(await sha256File(paths[1])).toBe(cacheSha);
+    expect(await nbdinfoMap(server.uri('stack'), 'qemu:allocation-depth')).toEqual(depthRuns(disk.model.extents()));
+    // A second server: the base is only read, the cache falls back to read-only like the
+    // convert's, the overlay it would write is refused.
+    const second = await runStackbd(['serve', '--export', `again=${paths.join(',')}`, '--listen', '127.0.0.1:0'], 20_000);
+    expect(second.code, second.stderr).toBe(1);
+    expect(second.stderr).toContain(`${paths[2]}: is in use`);
+  });
+
   /** Stops the server, runs `use` on the files, serves them again (whatever `use` did). */
   async function whileStopped(use: () => Promise<void>): Promise<void> {
     expect(await server.stop()).toBe(0);
@@ -360,7 +383,7 @@ describe.each(['raw', 'asif'] as const)('a three-layer stack (%s base, ASIF cach
     expect(await nbdinfoMap(server.uri('stack'), 'qemu:allocation-depth')).toEqual(depthRuns(extents));
   });
 
-  it('reading the whole export returns the model and fills the cache with everything the overlay does not hold', async () => {
+  it('reading the whole export returns the model and fills the cache with the data below it that the overlay does not hold, and nothing else', async () => {
     const seen = await sha256Export(server.tcp, 'stack');
     expect(seen.size).toBe(THREE_LAYER_SIZE);
     expect(seen.sha256).toBe(disk.sha256);
@@ -368,22 +391,18 @@ describe.each(['raw', 'asif'] as const)('a three-layer stack (%s base, ASIF cach
     const client = await NbdClient.connect(server.tcp, { exportName: 'stack' });
     await client.flush();
     await client.disconnect();
-    const before = disk.model.extents();
+    const before = depthRuns(disk.model.extents());
     disk.model.readThrough(0, THREE_LAYER_SIZE);
-    const got = await nbdinfoMap(server.uri('stack'), 'qemu:allocation-depth');
-    // Sector by sector: the overlay's ranges stay at depth 1; whatever the base or the cache
-    // held is now in the cache (2); where no layer held anything, filling the cache with the
-    // zeros that were read is allowed but not required (0 or 2).
-    const depthAt = (runs: Runs, at: number): number => runs.find((r) => r.offset <= at && at < r.offset + r.length)!.type;
-    const wantRuns = depthRuns(before);
-    const cuts = [...new Set([...wantRuns, ...got].flatMap((r) => [r.offset, r.offset + r.length]))].sort((a, b) => a - b);
-    for (let i = 0; i + 1 < cuts.length; i++) {
-      const at = cuts[i];
-      const was = depthAt(wantRuns, at);
-      const now = depthAt(got, at);
-      const allowed = was === 1 ? [1] : was === 0 ? [0, 2] : [2];
-      expect(allowed, `depth at ${at}..${cuts[i + 1]} was ${was}, is ${now}`).toContain(now);
-    }
+    const want = disk.model.extents();
+    // The read moved the base's data into the cache (3 -> 2); the zeros below the cache (the
+    // base's holes or zero chunk, and on an ASIF base what it never held) were not copied: they
+    // keep their depth (3, or 0), and base:allocation is what it was.
+    expect(depthRuns(want)).not.toEqual(before);
+    const zerosBelow = want.filter((e) => e.depth === 3 || e.depth === 0);
+    expect(zerosBelow.length).toBeGreaterThan(0);
+    for (const e of zerosBelow) expect(e.allocation, JSON.stringify(e)).toBe(3);
+    expect(await nbdinfoMap(server.uri('stack'), 'qemu:allocation-depth')).toEqual(depthRuns(want));
+    expect(await nbdinfoMap(server.uri('stack'))).toEqual(allocationRuns(want));
   });
 
   it('qemu-img convert of the export, stackbd convert of the files and the model have one sha256; qemu-img compare agrees', async () => {
@@ -599,9 +618,11 @@ describe('a stack whose top is a cache layer (RAW base + ASIF cache), seen by re
     const w = await nbdsh(server.uri('cached'), ['h.set_strict_mode(0)', 'try:\n  h.pwrite(b"x" * 512, 0); print("wrote")\nexcept nbd.Error as e:\n  print("refused", e.errnum)']);
     expectOk(w);
     expect(w.stdout.trim()).toBe('refused 1');
-    // Read 1 MiB + 1000 bytes at an unaligned offset: the whole sectors inside it are cached.
-    const model = new StackModel([LayerModel.raw(8 * MiB), LayerModel.layer(8 * MiB)], 1);
-    const at = layout.regions[1].offset + 100;
+    // Read 1 MiB + 1000 bytes at an unaligned offset, from a hole of the base into its data: the
+    // whole sectors read that are data in the base are cached (from the block where the data
+    // starts, 5 MiB), the hole is not.
+    const model = new StackModel([LayerModel.raw(8 * MiB, await fileSystemBlockSize(dir), layout.regions), LayerModel.layer(8 * MiB)], 1);
+    const at = layout.regions[1].offset - 300_000;
     const r = await run('qemu-io', ['-r', '-f', 'raw', '-c', `read ${at} ${1 * MiB + 1000}`, server.uri('cached')], { timeoutMs: 30_000 });
     expectOk(r);
     model.readThrough(at, 1 * MiB + 1000);
@@ -611,7 +632,9 @@ describe('a stack whose top is a cache layer (RAW base + ASIF cache), seen by re
     await client.disconnect();
     const want = depthRuns(model.extents());
     expect(want.map((x) => x.type)).toEqual([2, 1, 2]);
+    expect(want[1].offset).toBe(5 * MiB);
     expect(await nbdinfoMap(server.uri('cached'), 'qemu:allocation-depth')).toEqual(want);
+    expect(await nbdinfoMap(server.uri('cached'))).toEqual(allocationRuns(model.extents()));
     // What was read is the base's, and the base never changed.
     expect((await sha256Export(server.tcp, 'cached')).sha256).toBe(sha256(layoutBuffer(layout)));
     expect(await sha256File(paths[0])).toBe(baseSha);
