@@ -41,8 +41,12 @@ export interface Layer {
   readonly parentUUID: string | null;
   readonly layerType: LayerType | null;
 
-  /** Runs covering exactly [offset, offset + length), in order, merged where they touch. */
-  map(offset: number, length: number): Promise<Run[]>;
+  /**
+   * Runs covering exactly [offset, offset + length), in order, merged where they touch. With
+   * `maxRuns`, a layer whose map is costly to walk may stop after that many runs: the runs then
+   * cover a prefix [offset, offset + n) with n > 0.
+   */
+  map(offset: number, length: number, maxRuns?: number): Promise<Run[]>;
   /**
    * Fills `buf` with this layer's bytes at `offset`. Ranges the layer reports as `zero` or
    * `absent` read as zeros.

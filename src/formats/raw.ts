@@ -71,9 +71,10 @@ export class RawImage implements Layer {
     return this.currentSize;
   }
 
-  async map(offset: number, length: number): Promise<Run[]> {
+  async map(offset: number, length: number, maxRuns?: number): Promise<Run[]> {
     if (length <= 0) return [];
-    const extents = this.file.holes?.(offset, length);
+    // Each extent costs two lseeks; a caller that needs only a few is not made to pay for all.
+    const extents = this.file.holes?.(offset, length, maxRuns);
     if (!extents) return [{ offset, length, state: 'data' }];
     const runs: Run[] = [];
     for (const e of extents) pushRun(runs, e.offset, e.length, e.hole ? 'zero' : 'data');

@@ -20,9 +20,10 @@ export interface BlockFile {
   close(): Promise<void>;
   /**
    * Where the file holds data and where it has holes, in [offset, offset + length), in order;
-   * null when the file system or platform cannot tell (then treat everything as data).
+   * null when the file system or platform cannot tell (then treat everything as data). With
+   * `maxExtents`, the answer may stop after that many extents and cover only a prefix.
    */
-  holes?(offset: number, length: number): FileExtent[] | null;
+  holes?(offset: number, length: number, maxExtents?: number): FileExtent[] | null;
   /** Deallocates the range (it then reads as zeros). False when the file system cannot. */
   punchHole?(offset: number, length: number): Promise<boolean>;
   /** Makes the range read as zeros and stay allocated. False when the file system cannot. */

@@ -110,13 +110,14 @@ class FdFile implements BlockFile {
     return data === -Errno.ENXIO || data >= position + length;
   }
 
-  holes(offset: number, length: number): FileExtent[] | null {
+  holes(offset: number, length: number, maxExtents = Number.POSITIVE_INFINITY): FileExtent[] | null {
     const native = this.native;
     if (!native) return null;
     const end = offset + length;
     const out: FileExtent[] = [];
     let pos = offset;
-    while (pos < end) {
+    // Each extent costs two lseeks; with `maxExtents` the answer stops early, covering a prefix.
+    while (pos < end && out.length < maxExtents) {
       const data = native.seekData(this.fd, pos);
       if (data === -Errno.ENXIO) {
         // No data from here to the end of the file (or past it).
@@ -125,7 +126,7 @@ class FdFile implements BlockFile {
       }
       if (data < 0) return null;
       if (data > pos) out.push({ offset: pos, length: Math.min(data, end) - pos, hole: true });
-      if (data >= end) break;
+      if (data >= end || out.length >= maxExtents) break;
       const hole = native.seekHole(this.fd, data);
       if (hole < 0) return null;
       const stop = Math.min(hole, end);

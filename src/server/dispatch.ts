@@ -52,8 +52,9 @@ export interface Request extends RequestHeader {
 
 /** Zero runs shorter than this are sent as data: a hole chunk costs more than it saves. */
 const MIN_HOLE_CHUNK = 4096;
-/** At most this many extents per block status chunk (the protocol suggests at most 2^20). */
-const MAX_EXTENTS = 65536;
+/** At most this many extents per block status chunk (the protocol allows fewer than asked for,
+ * and clients ask again from where the answer ended; it keeps each request's work bounded). */
+const MAX_EXTENTS = 4096;
 
 const VALID_FLAGS: Readonly<Record<number, number>> = {
   [Command.READ]: CommandFlag.FUA | CommandFlag.DF,
@@ -286,8 +287,10 @@ async function handleBlockStatus(req: Request, conn: Connection, sink: ReplySink
   const exp = conn.export;
   const reqOne = (req.flags & CommandFlag.REQ_ONE) !== 0;
   const kinds = new Set([...conn.contexts.values()].map((c) => c.kind));
-  const merged = kinds.has('allocation') || kinds.has('depth') ? await exp.extents(req.offset, req.length) : [];
-  const dirty = kinds.has('dirty') ? await exp.topMap(req.offset, req.length) : [];
+  // REQ_ONE (QEMU asks this way, once per extent) needs only the first run of each map.
+  const maxRuns = reqOne ? 1 : MAX_EXTENTS;
+  const merged = kinds.has('allocation') || kinds.has('depth') ? await exp.extents(req.offset, req.length, maxRuns) : [];
+  const dirty = kinds.has('dirty') ? await exp.topMap(req.offset, req.length, maxRuns) : [];
   const chunks: Buffer[] = [];
   const entries = [...conn.contexts.entries()];
   entries.forEach(([id, context], i) => {

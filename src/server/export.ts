@@ -162,12 +162,12 @@ export class Export {
     }
   }
 
-  extents(offset: number, length: number): Promise<DepthRun[]> {
-    return this.stack.extents(offset, length);
+  extents(offset: number, length: number, maxRuns?: number): Promise<DepthRun[]> {
+    return this.stack.extents(offset, length, maxRuns);
   }
 
-  topMap(offset: number, length: number): Promise<Run[]> {
-    return this.stack.topMap(offset, length);
+  topMap(offset: number, length: number, maxRuns?: number): Promise<Run[]> {
+    return this.stack.topMap(offset, length, maxRuns);
   }
 
   /** Syncs if anything was written since the last sync; concurrent calls share one sync. */

@@ -257,43 +257,51 @@ export class Stack {
   /**
    * The merged map of [offset, offset + length): for each run, the state the reader sees and
    * the depth of the layer that decides it (1 = top; 0 = no layer: absent, reads as zeros).
+   * With `maxRuns`, at most that many runs, covering a prefix of the range: layers may stop
+   * their maps early, and the answer ends where the first of them stopped.
    */
-  async extents(offset: number, length: number): Promise<DepthRun[]> {
+  async extents(offset: number, length: number, maxRuns?: number): Promise<DepthRun[]> {
     const out: DepthRun[] = [];
-    await this.extentsLevel(this.layers.length - 1, offset, length, out);
+    const known = { end: offset + length };
+    await this.extentsLevel(this.layers.length - 1, offset, length, out, known, maxRuns);
     out.sort((a, b) => a.offset - b.offset);
     const merged: DepthRun[] = [];
     for (const r of out) {
+      if (r.offset >= known.end) break;
+      const length = Math.min(r.length, known.end - r.offset);
       const last = merged[merged.length - 1];
       if (last && last.state === r.state && last.depth === r.depth && last.offset + last.length === r.offset) {
-        last.length += r.length;
+        last.length += length;
       } else {
-        merged.push({ ...r });
+        merged.push({ ...r, length });
       }
     }
-    return merged;
+    return maxRuns !== undefined && merged.length > maxRuns ? merged.slice(0, maxRuns) : merged;
   }
 
-  private async extentsLevel(level: number, offset: number, length: number, out: DepthRun[]): Promise<void> {
+  private async extentsLevel(level: number, offset: number, length: number, out: DepthRun[], known: { end: number }, maxRuns?: number): Promise<void> {
     const layer = this.layers[level];
     const depth = this.layers.length - level;
     const inside = Math.max(0, Math.min(length, layer.size - offset));
     if (inside < length) out.push({ offset: offset + inside, length: length - inside, state: 'absent', depth: 0 });
     if (inside === 0) return;
-    const runs = await layer.map(offset, inside);
+    const runs = await layer.map(offset, inside, maxRuns);
+    const last = runs[runs.length - 1];
+    // A map that stopped early: nothing past its end is known.
+    if (last && last.offset + last.length < offset + inside) known.end = Math.min(known.end, last.offset + last.length);
     const below: Promise<void>[] = [];
     for (const run of runs) {
       if (run.state !== 'absent') out.push({ ...run, depth });
       else if (level === 0) out.push({ ...run, depth: 0 });
-      else below.push(this.extentsLevel(level - 1, run.offset, run.length, out));
+      else below.push(this.extentsLevel(level - 1, run.offset, run.length, out, known, maxRuns));
     }
     await Promise.all(below);
   }
 
   /** The top layer's own map: what changed since it was appended (the dirty bitmap). */
-  topMap(offset: number, length: number): Promise<Run[]> {
+  topMap(offset: number, length: number, maxRuns?: number): Promise<Run[]> {
     const inside = Math.max(0, Math.min(length, this.top.size - offset));
-    return inside > 0 ? this.top.map(offset, inside) : Promise.resolve([]);
+    return inside > 0 ? this.top.map(offset, inside, maxRuns) : Promise.resolve([]);
   }
 
   async close(): Promise<void> {

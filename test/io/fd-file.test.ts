@@ -114,6 +114,13 @@ describe('FdFile holes, hole punching and locks', () => {
         { offset: 2 * 1024 * 1024, length: 1024 * 1024, hole: false },
         { offset: 3 * 1024 * 1024, length: 5 * 1024 * 1024, hole: true },
       ]);
+      // Asked for at most one or two extents, the answer stops early and covers a prefix.
+      expect(f.holes!(0, 8 * 1024 * 1024, 1)).toEqual([{ offset: 0, length: 2 * 1024 * 1024, hole: true }]);
+      expect(f.holes!(2 * 1024 * 1024, 6 * 1024 * 1024, 1)).toEqual([{ offset: 2 * 1024 * 1024, length: 1024 * 1024, hole: false }]);
+      expect(f.holes!(0, 8 * 1024 * 1024, 2)).toEqual([
+        { offset: 0, length: 2 * 1024 * 1024, hole: true },
+        { offset: 2 * 1024 * 1024, length: 1024 * 1024, hole: false },
+      ]);
       const buf = Buffer.alloc(4096, 0xff);
       await f.read(buf, 4096);
       expect(buf.every((b) => b === 0)).toBe(true);
