@@ -280,11 +280,10 @@ async function runCase(n: number, m: Mutation, tally: Tally): Promise<string[]> 
   await fs.writeFile(path.join(caseDir, 'ref', 'overlay.asif'), bytes);
   const what = `case ${n} (${m.describe})`;
   const reference = await libraryView(path.join(caseDir, 'ref', 'overlay.asif'));
-  const [info, check, serve] = await Promise.all([
-    runCli(['info', base, overlay], TIME_LIMIT),
-    runCli(['check', overlay], TIME_LIMIT),
-    startServe(['--export', `vm=${base},${overlay}`, '--sync-interval', '0'], TIME_LIMIT),
-  ]);
+  // info and check only read (shared locks); serve opens the overlay for writing, which takes
+  // the file's exclusive lock and is refused while another process reads it, so it runs after.
+  const [info, check] = await Promise.all([runCli(['info', base, overlay], TIME_LIMIT), runCli(['check', overlay], TIME_LIMIT)]);
+  const serve = await startServe(['--export', `vm=${base},${overlay}`, '--sync-interval', '0'], TIME_LIMIT);
   const problems = [...untidy(info, `${what}: info`, [0, 1]), ...untidy(check, `${what}: check`, [0, 1, 2])];
   if (info.code !== 0) tally.infoFailed++;
   if (check.code === 2) tally.checkCorrupt++;

@@ -6,7 +6,7 @@
  * sector) and checks every read against its model of its region. Connections are dropped at
  * random with requests in flight and reopened; what those requests did is unknown, so the new
  * connection first writes over it (the export orders overlapping writes by arrival, so the
- * new write lands last). A trim may keep or zero each sector; the next read settles which.
+ * new write lands last). A trim may keep or zero each trimmed byte; the next read settles which.
  * The server's RSS is sampled every few seconds and must stay flat after a warm-up.
  *
  * STACKBD_SOAK_SECONDS (default 60; scripts/soak.sh runs 600), STACKBD_SOAK_REPORT=FILE
@@ -87,11 +87,16 @@ class Region {
     }
   }
 
-  /** Whole sectors of a trim keep their bytes or read as zeros; partial ones keep them. */
+  /**
+   * The trimmed bytes of each sector keep their values or read as zeros: ASIF layers drop whole
+   * chunks only (a partial sector keeps its bytes), a RAW file punches the exact range (a partial
+   * sector's trimmed bytes become zeros, like qemu-nbd on a RAW file).
+   */
   trim(off: number, len: number): void {
-    for (let s = Math.ceil(off / UNIT); (s + 1) * UNIT <= off + len; s++) {
+    for (let s = Math.floor(off / UNIT); s * UNIT < off + len; s++) {
       const old = this.maybe.get(s) ?? [Buffer.from(this.bytes.subarray(s * UNIT, (s + 1) * UNIT))];
-      this.maybe.set(s, [...old, Buffer.alloc(UNIT)]);
+      const zeroed = old.map((o) => zeroPart(o, s, off, len));
+      this.maybe.set(s, [...old, ...zeroed.filter((z) => !old.some((o) => o.equals(z)))]);
     }
   }
 }
@@ -103,6 +108,11 @@ function patch(value: Buffer, s: number, off: number, data: Buffer): Buffer {
   const to = Math.min(off + data.length, (s + 1) * UNIT);
   data.copy(out, from - s * UNIT, from - off, to - off);
   return out;
+}
+
+/** Sector `s`'s value `value` with the bytes [off, off + len) (region-relative) zeroed. */
+function zeroPart(value: Buffer, s: number, off: number, len: number): Buffer {
+  return Buffer.from(value).fill(0, Math.max(off, s * UNIT) - s * UNIT, Math.min(off + len, (s + 1) * UNIT) - s * UNIT);
 }
 
 type Pending = { kind: 'write'; off: number; len: number } | { kind: 'other' };
