@@ -15,6 +15,9 @@
  *   lockFile(fd, mode)                flock(LOCK_SH or LOCK_EX, non-blocking) for mode 1 or 2,
  *                                     LOCK_UN for 0: 0, or -EWOULDBLOCK when another open file
  *                                     holds a conflicting lock, or -errno.
+ *   peerClosed(fd)                    poll(POLLRDHUP) without waiting: 1 when the peer of a
+ *                                     socket has closed its side (its FIN has arrived, even with
+ *                                     data still unread before it), 0 when not, or -errno.
  *
  * Errors are returned as negative numbers rather than thrown: the callers decide per errno.
  */
@@ -22,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -172,6 +176,22 @@ static napi_value lock_file(napi_env env, napi_callback_info info) {
   return make_number(env, flock((int)fd, op) < 0 ? -(double)errno : 0);
 }
 
+static napi_value peer_closed(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t fd;
+  if (argc < 1 || !get_int64(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "peerClosed(fd)");
+    return NULL;
+  }
+  struct pollfd p = {.fd = (int)fd, .events = POLLRDHUP, .revents = 0};
+  int n = poll(&p, 1, 0);
+  if (n < 0) return make_number(env, -(double)errno);
+  if (n > 0 && (p.revents & POLLNVAL)) return make_number(env, -(double)EBADF);
+  return make_number(env, n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) ? 1 : 0);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"readCached", NULL, read_cached, NULL, NULL, NULL, napi_default, NULL},
@@ -180,6 +200,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
       {"lockFile", NULL, lock_file, NULL, NULL, NULL, napi_default, NULL},
+      {"peerClosed", NULL, peer_closed, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

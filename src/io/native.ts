@@ -18,6 +18,11 @@ export interface NativeFastPaths {
   zeroRange(fd: number, offset: number, length: number): Promise<number>;
   /** flock without waiting: mode 0 unlock, 1 shared, 2 exclusive; 0, -EWOULDBLOCK or -errno. */
   lockFile(fd: number, mode: 0 | 1 | 2): number;
+  /**
+   * poll(POLLRDHUP) without waiting: 1 when a socket's peer has closed its side (its FIN has
+   * arrived, even behind unread data), 0 when not, or -errno. Missing from older builds.
+   */
+  peerClosed?(fd: number): number;
 }
 
 export const Errno = { EAGAIN: 11, EWOULDBLOCK: 11, ENXIO: 6, EOPNOTSUPP: 95, ENOSYS: 38, EINVAL: 22 } as const;

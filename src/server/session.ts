@@ -11,8 +11,11 @@
  *   paused; it resumes below half of both.
  * - Fencing across a pause: while paused, the client may have died with requests still unread
  *   in the kernel. Those must not run after newer writes from another connection, so requests
- *   read right after a resume wait for the next turn of the event loop; if the connection turns out to
- *   have ended without DISC meanwhile, they are dropped (none was acknowledged).
+ *   read right after a resume wait until we know the client is alive: the kernel is asked
+ *   whether its FIN has arrived (poll POLLRDHUP through the native addon; otherwise we wait
+ *   for the next turn of the event loop). If the connection has ended without DISC, they are
+ *   dropped (none was acknowledged). A client whose FIN had not yet arrived when we resumed
+ *   (its last bytes still in flight on the network) cannot be told from a slow live one.
  * - A protocol violation (bad magic, absurd payload) closes this connection only. A client
  *   that vanishes mid-reply is harmless: its requests finish, their replies are dropped.
  */
@@ -25,6 +28,7 @@ import { RequestReader, type ParsedRequest } from '../nbd/request-reader.js';
 import { dispatch, type Connection, type ReplySink } from './dispatch.js';
 import type { Export } from './export.js';
 import { BufferPool } from '../io/buffer-pool.js';
+import { makePeerClosedProbe, type PeerClosedProbe } from './peer-closed.js';
 import {
   NegotiationAborted,
   ProtocolError,
@@ -39,6 +43,8 @@ export interface SessionOptions {
   negotiationTimeoutMs: number;
   /** Buffers for large payloads and replies, shared by the sessions of a server. */
   pool: BufferPool;
+  /** Asks the kernel whether the client has closed its side (see peer-closed.ts). */
+  peerClosed: PeerClosedProbe;
 }
 
 /** How bytes reach the session: 'data' events of the socket, or `receive` calls with bytes that
@@ -49,7 +55,13 @@ export type InputMode = 'events' | 'transient';
 const SHUTDOWN_GRACE_MS = 1000;
 
 export function defaultSessionOptions(): SessionOptions {
-  return { maxBytesInFlight: 64 * 1024 * 1024, maxRequestsInFlight: 1024, negotiationTimeoutMs: 30_000, pool: new BufferPool() };
+  return {
+    maxBytesInFlight: 64 * 1024 * 1024,
+    maxRequestsInFlight: 1024,
+    negotiationTimeoutMs: 30_000,
+    pool: new BufferPool(),
+    peerClosed: makePeerClosedProbe(),
+  };
 }
 
 type Phase = 'negotiating' | 'transmitting' | 'draining' | 'closed';
@@ -67,6 +79,10 @@ export class Session implements ReplySink {
   /** Just resumed from a pause: requests read now wait until we know the client is alive. */
   private holding = false;
   private peerEnded = false;
+  /** The kernel says the client is gone: the hold ends when the stream's end is read. */
+  private releaseAtEnd = false;
+  /** The TCP or unix connection under any TLS layer: the kernel is asked about it. */
+  private readonly transport: Socket;
   private corked = false;
   private idleWaiters: Array<() => void> = [];
   private finished!: () => void;
@@ -81,6 +97,7 @@ export class Session implements ReplySink {
     private readonly options: SessionOptions = defaultSessionOptions(),
     private readonly input: InputMode = 'events',
   ) {
+    this.transport = socket;
     this.done = new Promise((resolve) => {
       this.finished = resolve;
     });
@@ -96,6 +113,10 @@ export class Session implements ReplySink {
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
     socket.on('end', () => {
       this.peerEnded = true;
+      if (this.releaseAtEnd) {
+        this.releaseAtEnd = false;
+        this.releaseHold();
+      }
     });
     socket.on('close', () => this.onClose());
     socket.on('drain', this.onDrainListener);
@@ -263,13 +284,19 @@ export class Session implements ReplySink {
     this.paused = false;
     this.holding = true;
     this.socket.resume();
-    // What the kernel held while we were paused is read in the next I/O phase, and the end of
-    // the stream with it if the client is gone. A check phase can come before that I/O phase
-    // in the current turn of the loop, so the hold lasts until the check phase of the next.
+    // What the kernel held while we were paused is read in the next I/O phases, and the end of
+    // the stream behind it if the client is gone. The kernel knows at once whether the client's
+    // FIN has arrived; where it cannot be asked, the hold lasts until the check phase of the
+    // next turn of the loop (a check phase can come before the I/O phase in the current one).
     setImmediate(() => setImmediate(() => this.releaseHold()));
   }
 
   private releaseHold(): void {
+    if (!this.peerEnded && this.phase === 'transmitting' && this.options.peerClosed(this.transport) === true) {
+      // Gone, with bytes still unread before its end: keep holding until the end is read.
+      this.releaseAtEnd = true;
+      return;
+    }
     this.holding = false;
     const reader = this.reader;
     if (this.phase !== 'transmitting' || !reader) return;
