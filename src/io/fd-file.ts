@@ -67,7 +67,12 @@ export async function openFdFile(path: string, options: FdFileOptions = {}): Pro
       throw new ImageInUseError(path, 'is in use by another program (or another open of it here): it cannot be opened for writing now');
     }
   }
-  return new FdFile(path, fd, options.readOnly ?? false, fast ? native : null, inlineWrites);
+  // A file with as many blocks as bytes has no holes (most base images, once copied or
+  // preallocated): its holes() answer needs no lseek. Extra blocks a file system counts (XFS
+  // preallocation past the end) only make holes show as data, which is always a safe answer.
+  const st = fs.fstatSync(fd);
+  const mayHaveHoles = st.blocks * 512 < st.size;
+  return new FdFile(path, fd, options.readOnly ?? false, fast ? native : null, inlineWrites, mayHaveHoles);
 }
 
 /** The code node would give an error with this errno (ENOSPC, EIO, ...), for toNbdErrno. */
@@ -87,6 +92,9 @@ class FdFile implements BlockFile {
     readonly readOnly: boolean,
     private native: NativeFastPaths | null,
     private readonly inlineWrites: boolean,
+    /** False while the file is known to have no holes (writes never make one; punching and
+     * truncating may). */
+    private mayHaveHoles: boolean,
   ) {}
 
   read(buf: Uint8Array, position: number): Promise<void> {
@@ -106,6 +114,7 @@ class FdFile implements BlockFile {
   }
 
   private insideHole(native: NativeFastPaths, position: number, length: number): boolean {
+    if (!this.mayHaveHoles) return false;
     const data = native.seekData(this.fd, position);
     return data === -Errno.ENXIO || data >= position + length;
   }
@@ -113,6 +122,7 @@ class FdFile implements BlockFile {
   holes(offset: number, length: number, maxExtents = Number.POSITIVE_INFINITY): FileExtent[] | null {
     const native = this.native;
     if (!native) return null;
+    if (!this.mayHaveHoles) return length > 0 ? [{ offset, length, hole: false }] : [];
     const end = offset + length;
     const out: FileExtent[] = [];
     let pos = offset;
@@ -137,6 +147,7 @@ class FdFile implements BlockFile {
   }
 
   punchHole(offset: number, length: number): Promise<boolean> {
+    this.mayHaveHoles = true;
     return this.fallocate('punchHole', offset, length);
   }
 
@@ -216,6 +227,7 @@ class FdFile implements BlockFile {
   }
 
   truncate(length: number): Promise<void> {
+    this.mayHaveHoles = true;
     return new Promise((resolve, reject) => {
       fs.ftruncate(this.fd, length, (err) => (err ? reject(err) : resolve()));
     });

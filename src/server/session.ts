@@ -347,14 +347,18 @@ export class Session implements ReplySink {
       release?.();
       return;
     }
+    // The only request in flight: nothing else can join this reply's writev, so it leaves now
+    // rather than at the end of the turn (a queue-depth-1 client waits for every reply).
+    const alone = !this.corked && this.inFlight <= 1;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      setImmediate(() => this.flushCork());
+      if (!alone) setImmediate(() => this.flushCork());
     }
     const last = buffers.length - 1;
     // The callback of the last write runs once the socket has taken all of them (or failed).
     buffers.forEach((b, i) => this.socket.write(b, i === last && release ? () => release() : undefined));
+    if (alone) this.flushCork();
   }
 
   allocate(size: number): Buffer {

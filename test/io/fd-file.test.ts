@@ -136,6 +136,26 @@ describe('FdFile holes, hole punching and locks', () => {
     }
   });
 
+  it('answers holes of a fully allocated file without looking, until a hole is punched', async () => {
+    const file = path.join(dir, 'full');
+    await fs.writeFile(file, Buffer.alloc(4 * 1024 * 1024, 9));
+    const f = await openFdFile(file);
+    try {
+      expect(f.holes!(0, 4 * 1024 * 1024)).toEqual([{ offset: 0, length: 4 * 1024 * 1024, hole: false }]);
+      expect(await f.punchHole!(1024 * 1024, 1024 * 1024)).toBe(true);
+      expect(f.holes!(0, 4 * 1024 * 1024)).toEqual([
+        { offset: 0, length: 1024 * 1024, hole: false },
+        { offset: 1024 * 1024, length: 1024 * 1024, hole: true },
+        { offset: 2 * 1024 * 1024, length: 2 * 1024 * 1024, hole: false },
+      ]);
+      const buf = Buffer.alloc(4096, 0xff);
+      await f.read(buf, 1024 * 1024 + 8192);
+      expect(buf.every((b) => b === 0)).toBe(true);
+    } finally {
+      await f.close();
+    }
+  });
+
   it('lets one writer at a time open a file, and readers whenever', async () => {
     const file = path.join(dir, 'locked');
     await fs.writeFile(file, Buffer.alloc(4096));
