@@ -156,6 +156,7 @@ children_secs() {
   awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%.3f", n }' "$1"
 }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+cpu_seconds() { awk -v a="$1" -v b="$2" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }'; } # between two cpu_ticks
 
 run_tool() { # run_tool NAME CMD...: runs a client tool; on failure shows its output and stops
   local name=$1; shift
@@ -309,7 +310,7 @@ run_one() {
   stop_server
   rm -f "$tmp/convert-out.raw"
   local cpu
-  cpu=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
+  cpu=$(cpu_seconds "$c0" "$c1")
   local summary
   summary=$(node "$tool" record "$results" "server=$server" "workload=$workload" "run=$run" \
     "wall=$(elapsed "$t0" "$t1")" "cpu=$cpu" "hwm=$hwm" "rss=$rss" \
@@ -372,7 +373,7 @@ if [[ $skip_rss -eq 0 ]]; then
   stop_server
   physical=$(( $(stat -c %b "$big_dir/big.asif") * $(stat -c %B "$big_dir/big.asif") ))
   summary=$(node "$tool" record "$results" server=stackbd-asif-1t workload=rss-1tib run=1 kind=rss \
-    "wall=$(elapsed "$t0" "$t1")" "cpu=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+    "wall=$(elapsed "$t0" "$t1")" "cpu=$(cpu_seconds "$c0" "$c1")" \
     "hwm=$hwm" "rss=$rss" "fio=$tmp/fio-rss.json" \
     "client=$(elapsed "$(children_secs "$tmp/times0")" "$(children_secs "$tmp/times1")")" "physical=$physical" "note=VmHWM before the writes: $((hwm0 / 1024)) MiB; image in $(df -P "$big_dir" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$big_dir"))")
   say "RSS case: $summary"

@@ -212,30 +212,26 @@ if (rssRow) {
 }
 
 // CPU and memory --------------------------------------------------------------------------
-p('## Server CPU (% of one core) · peak RSS (MiB), medians');
-p();
-p(`| workload | ${presentServers.join(' | ')} |`);
-p(`|---|${presentServers.map(() => '--:').join('|')}|`);
-for (const w of presentWorkloads) {
-  const cells = presentServers.map((s) => {
-    const c = cell(s, w);
-    return c ? `${c.cpuPct.toFixed(0)}% · ${c.hwmMiB.toFixed(0)}` : '–';
-  });
-  p(`| ${WORKLOAD_TITLE[w]} | ${cells.join(' | ')} |`);
+/** A table of one figure per server and workload; `format` gives a cell's text or null for '–'. */
+function perServerTable(title, format) {
+  p(title);
+  p();
+  p(`| workload | ${presentServers.join(' | ')} |`);
+  p(`|---|${presentServers.map(() => '--:').join('|')}|`);
+  for (const w of presentWorkloads) {
+    const cells = presentServers.map((s) => {
+      const c = cell(s, w);
+      return (c && format(c)) ?? '–';
+    });
+    p(`| ${WORKLOAD_TITLE[w]} | ${cells.join(' | ')} |`);
+  }
+  p();
 }
-p();
-p('## Client CPU (fio, qemu-img or nbdcopy; % of one core), medians');
-p();
-p(`| workload | ${presentServers.join(' | ')} |`);
-p(`|---|${presentServers.map(() => '--:').join('|')}|`);
-for (const w of presentWorkloads) {
-  const cells = presentServers.map((s) => {
-    const c = cell(s, w);
-    return c && c.clientPct !== null ? `${c.clientPct.toFixed(0)}%` : '–';
-  });
-  p(`| ${WORKLOAD_TITLE[w]} | ${cells.join(' | ')} |`);
-}
-p();
+
+perServerTable('## Server CPU (% of one core) · peak RSS (MiB), medians', (c) => `${c.cpuPct.toFixed(0)}% · ${c.hwmMiB.toFixed(0)}`);
+perServerTable('## Client CPU (fio, qemu-img or nbdcopy; % of one core), medians', (c) =>
+  c.clientPct !== null ? `${c.clientPct.toFixed(0)}%` : null,
+);
 
 // Every run -------------------------------------------------------------------------------
 p('<details><summary>Every run</summary>');

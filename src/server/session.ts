@@ -236,9 +236,7 @@ export class Session implements ReplySink {
       if (!request) return;
       if (request.type === Command.DISC) {
         this.log.debug('client sent DISC');
-        this.phase = 'draining';
-        reader.clear();
-        this.maybeFinishDraining();
+        this.stopReading();
         return;
       }
       this.startRequest(request, conn);
@@ -310,20 +308,20 @@ export class Session implements ReplySink {
         // A cut-off request at the end of a dead stream: nothing after it can run anyway.
       }
       const disc = pending.findIndex((r) => r.type === Command.DISC);
-      if (disc < 0) {
-        if (pending.length > 0) this.log.info({ dropped: pending.length }, 'client closed while paused: its unread requests are dropped');
-        this.phase = 'draining';
-        reader.clear();
-        this.maybeFinishDraining();
-        return;
-      }
-      for (const request of pending.slice(0, disc)) if (this.conn) this.startRequest(request, this.conn);
-      this.phase = 'draining';
-      reader.clear();
-      this.maybeFinishDraining();
+      if (disc < 0 && pending.length > 0) this.log.info({ dropped: pending.length }, 'client closed while paused: its unread requests are dropped');
+      const conn = this.conn;
+      if (conn) for (const request of pending.slice(0, Math.max(disc, 0))) this.startRequest(request, conn);
+      this.stopReading();
       return;
     }
     this.pump();
+  }
+
+  /** No more requests from this client: finish those in flight, then close. */
+  private stopReading(): void {
+    this.phase = 'draining';
+    this.reader?.clear();
+    this.maybeFinishDraining();
   }
 
   private maybeFinishDraining(): void {
@@ -357,7 +355,7 @@ export class Session implements ReplySink {
     }
     const last = buffers.length - 1;
     // The callback of the last write runs once the socket has taken all of them (or failed).
-    buffers.forEach((b, i) => this.socket.write(b, i === last && release ? () => release() : undefined));
+    buffers.forEach((b, i) => this.socket.write(b, i === last ? release : undefined));
     if (alone) this.flushCork();
   }
 

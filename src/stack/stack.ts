@@ -6,9 +6,9 @@
  * - Reads: the topmost layer whose map says `data` or `zero` answers; `absent` asks the layer
  *   below; absent everywhere, or past a lower layer's end, reads as zeros.
  * - A read that falls through the cache layer also writes the data it got from below into the
- *   cache, in the background (the reply does not wait for it); zeros below are not copied. Only layers below the cache are
- *   read for a fill, and those never change, so a fill can never store data that a newer
- *   write above has replaced.
+ *   cache, in the background (the reply does not wait for it); zeros below are not copied.
+ *   Only layers below the cache are read for a fill, and those never change, so a fill can
+ *   never store data that a newer write above has replaced.
  * - Writes, zeroes and trims go to the top layer only. When layers lie below, the top is given
  *   whole sectors: a write that does not cover whole sectors reads the rest of its first and
  *   last sector through the stack first; whole-sector writes never read below.

@@ -38,6 +38,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MapEntry } from '../../src/cli/map.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { requireTool } from '../helpers/require-tool.js';
@@ -146,19 +147,10 @@ async function qemuImgMapContext(port: number, exportName: string, context: stri
   return qemuImgMap(['--image-opts', `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=${exportName},x-dirty-bitmap=${context}`]);
 }
 
-interface StackbdMapEntry {
-  offset: number;
-  length: number;
-  state: 'data' | 'zero' | 'absent';
-  depth: number;
-  file: string | null;
-  fileOffset: number | null;
-}
-
-async function stackbdMap(paths: string[]): Promise<StackbdMapEntry[]> {
+async function stackbdMap(paths: string[]): Promise<MapEntry[]> {
   const r = await runStackbd(['map', ...paths, '--json']);
   expect(r.code, `stackbd map ${paths.join(' ')}\n${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as StackbdMapEntry[];
+  return JSON.parse(r.stdout) as MapEntry[];
 }
 
 interface StackbdInfo {
