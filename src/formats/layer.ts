@@ -9,8 +9,27 @@
  */
 import type { Run } from '../block/runs.js';
 
-export type ImageFormat = 'raw' | 'asif';
+/** Formats of image files (a sparse bundle is a directory). */
+export type ImageFormat = 'raw' | 'asif' | 'dmg' | 'qcow2' | 'sparsebundle';
+/** The formats stackbd creates and writes; the others are read-only bases. */
+export type WritableFormat = 'raw' | 'asif';
+/** Bases read from elsewhere (src/remote/): an HTTP(S) object, an S3 object, an NBD export. */
+export type RemoteKind = 'http' | 's3' | 'nbd';
+/** What a layer is read from: an image format, or a remote source. */
+export type LayerFormat = ImageFormat | RemoteKind;
 export type LayerType = 'cache' | 'overlay';
+
+/**
+ * How a child recognises a parent that has no ASIF layer UUID (RAW, foreign and remote bases):
+ * named fields the child records when it is made and compares when it is opened, e.g.
+ * `{ size, mtime, inode }` for a file or `{ size, etag }` for an HTTP object. Every recorded
+ * field must equal the parent's current one; a layer chooses fields that change whenever its
+ * content may have changed. ASIF parents are recognised by their layer UUID instead.
+ */
+export type ParentPin = Readonly<Record<string, string | number>>;
+
+/** Format-specific facts for `stackbd info --json` (codecs, compressed size, backing file...). */
+export type LayerDetails = Readonly<Record<string, unknown>>;
 
 export interface WriteOptions {
   /** Force unit access: the write (and the map change it needs) is durable when it resolves. */
@@ -28,8 +47,9 @@ export interface ZeroOptions extends WriteOptions {
 }
 
 export interface Layer {
+  /** The file, directory or URL (with any secret left out) the layer is read from. */
   readonly path: string;
-  readonly format: ImageFormat;
+  readonly format: LayerFormat;
   /** Sector size: 512 or 4096 for ASIF, 512 for RAW. */
   readonly blockSize: number;
   /** Virtual size in bytes: block count × block size. */
@@ -40,6 +60,15 @@ export interface Layer {
   /** The layer UUID of the layer below; null when standalone or above a RAW base. */
   readonly parentUUID: string | null;
   readonly layerType: LayerType | null;
+
+  /**
+   * What a child must record to recognise this layer as its parent, read now (a RAW file's
+   * size and modification time change as it is written); null for ASIF layers, which children
+   * recognise by `layerUUID`.
+   */
+  pin(): Promise<ParentPin | null>;
+  /** Facts beyond the contract's, for `info --json`; formats with nothing to add leave it out. */
+  details?(): Promise<LayerDetails>;
 
   /**
    * Runs covering exactly [offset, offset + length), in order, merged where they touch. With

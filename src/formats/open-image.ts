@@ -1,28 +1,41 @@
 /**
  * Opening and creating an image of any format: the one place that turns a path (and an
  * optional explicit format) into a Layer, so the CLI and the stack never branch on formats.
+ * Without an explicit format the content is probed, and a name that promises another format
+ * than the content shows is refused: a format is never guessed into something writable.
  */
-import { IncompatibleStackingError, InvalidBlockCountError, RequestError } from '../block/errors.js';
-import { createAsif, openAsif, type CreateAsifOptions } from './asif/index.js';
-import type { ImageFormat, Layer } from './layer.js';
-import { probeFormat } from './probe.js';
-import { createRaw, openRaw } from './raw.js';
+import { IncompatibleStackingError, InvalidBlockCountError, RequestError, UnsupportedFormatError } from '../block/errors.js';
+import { createAsif, type CreateAsifOptions } from './asif/index.js';
+import type { ImageFormat, Layer, WritableFormat } from './layer.js';
+import { checkNameAgainstContent, formatEntry, probeEntry } from './probe.js';
+import { createRaw } from './raw.js';
 
 export interface OpenImageOptions {
   readOnly?: boolean;
-  /** Skip probing and open as this format. */
+  /** Open as this format, without probing (the user named it: `-f`). */
   format?: ImageFormat;
 }
 
 export async function openImage(path: string, options: OpenImageOptions = {}): Promise<Layer> {
-  const format = options.format ?? (await probeFormat(path));
   const readOnly = options.readOnly ?? false;
-  return format === 'asif' ? openAsif(path, { readOnly }) : openRaw(path, { readOnly });
+  if (options.format) {
+    const entry = formatEntry(options.format);
+    if (!entry?.open) throw new UnsupportedFormatError(path, `format ${options.format} cannot be opened`);
+    return entry.open(path, { readOnly, probed: false });
+  }
+  const entry = await probeEntry(path);
+  if (!entry.open) throw new UnsupportedFormatError(path, `this is a ${entry.label} image, which stackbd does not read`);
+  checkNameAgainstContent(path, entry);
+  return entry.open(path, { readOnly, probed: true });
+}
+
+export function isWritableFormat(format: string): format is WritableFormat {
+  return format === 'raw' || format === 'asif';
 }
 
 /** What every format's create takes, plus the format (RAW takes no layer fields). */
 export interface CreateImageOptions extends CreateAsifOptions {
-  format: ImageFormat;
+  format: WritableFormat;
 }
 
 export async function createImage(path: string, options: CreateImageOptions): Promise<void> {

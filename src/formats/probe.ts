@@ -1,47 +1,75 @@
 /**
- * Which format a file holds, by its magic numbers. ASIF is recognised by `shdw` at byte 0;
- * formats stackbd does not read (yet) are recognised too and refused by name, so that a qcow2
- * or VMDK file is never served as if its bytes were a raw disk. Anything else is RAW: a raw
- * disk has no magic of its own.
+ * Which format a file (or directory) holds, by its content: the first and last bytes of a file
+ * against each entry of the format table, the layout of a directory. A file no entry
+ * recognises is RAW (a raw disk has no magic of its own); a directory no entry recognises is
+ * refused. `checkNameAgainstContent` then refuses a file whose name promises another format
+ * than its content shows (an ASIF whose header was damaged must not be served as a RAW disk).
  */
-import { UnsupportedFormatError } from '../block/errors.js';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { ImageError, UnsupportedFormatError } from '../block/errors.js';
 import { openFdFile } from '../io/fd-file.js';
+import { FORMAT_TABLE, RAW_ENTRY } from './format-table.js';
+import type { ImageFormat } from './layer.js';
+import { PROBE_HEAD_BYTES, PROBE_TAIL_BYTES, type FormatEntry, type ProbeInput } from './registry.js';
 
-const PROBE_BYTES = 512;
-
-/** Magic strings at byte 0 of formats we refuse. */
-const FOREIGN_HEADS = [
-  { magic: Buffer.from([0x51, 0x46, 0x49, 0xfb]), name: 'qcow2' },
-  { magic: Buffer.from('vhdxfile', 'latin1'), name: 'VHDX' },
-  { magic: Buffer.from('KDMV', 'latin1'), name: 'VMDK' },
-  { magic: Buffer.from('# Disk DescriptorFile', 'latin1'), name: 'VMDK (descriptor)' },
-] as const;
-
-const ASIF_MAGIC = Buffer.from('shdw', 'latin1');
-/** A DMG (UDIF) file ends with a 512-byte `koly` trailer. */
-const DMG_TRAILER = Buffer.from('koly', 'latin1');
-
-export async function probeFormat(path: string): Promise<'asif' | 'raw'> {
-  const file = await openFdFile(path, { readOnly: true });
+/** Reads what probing needs; a missing path or one that is neither file nor directory is an ImageError. */
+async function probeInput(file: string): Promise<ProbeInput> {
+  const st = await fs.stat(file).catch((err: NodeJS.ErrnoException) => {
+    throw new ImageError(file, err.code === 'ENOENT' ? 'no such file or directory' : `cannot be read (${err.code ?? err.message})`);
+  });
+  if (st.isDirectory()) {
+    return { path: file, size: 0, head: Buffer.alloc(0), tail: Buffer.alloc(0), entries: await fs.readdir(file) };
+  }
+  if (!st.isFile() && !st.isBlockDevice()) throw new ImageError(file, 'is not a regular file or a directory');
+  const handle = await openFdFile(file, { readOnly: true, noLock: true });
   try {
-    const size = await file.size();
-    const head = Buffer.alloc(Math.min(PROBE_BYTES, size));
-    await file.read(head, 0);
-    if (startsWith(head, ASIF_MAGIC)) return 'asif';
-    for (const { magic, name } of FOREIGN_HEADS) {
-      if (startsWith(head, magic)) throw new UnsupportedFormatError(path, `this is a ${name} image, which stackbd does not read`);
-    }
-    if (size >= PROBE_BYTES) {
-      const tail = Buffer.alloc(PROBE_BYTES);
-      await file.read(tail, size - PROBE_BYTES);
-      if (startsWith(tail, DMG_TRAILER)) throw new UnsupportedFormatError(path, 'this is a DMG (UDIF) image, which stackbd does not read');
-    }
-    return 'raw';
+    const size = await handle.size();
+    const head = Buffer.alloc(Math.min(PROBE_HEAD_BYTES, size));
+    await handle.read(head, 0);
+    const tail = Buffer.alloc(Math.min(PROBE_TAIL_BYTES, size));
+    await handle.read(tail, size - tail.length);
+    return { path: file, size, head, tail, entries: null };
   } finally {
-    await file.close();
+    await handle.close();
   }
 }
 
-function startsWith(buf: Buffer, magic: Buffer): boolean {
-  return buf.length >= magic.length && buf.subarray(0, magic.length).equals(magic);
+/** The entry of the format the content shows (RAW for a file nothing recognises). */
+export async function probeEntry(file: string): Promise<FormatEntry> {
+  const input = await probeInput(file);
+  const found = FORMAT_TABLE.find((f) => f.detect(input));
+  if (found) return found;
+  if (input.entries !== null) throw new ImageError(file, 'is a directory, not a disk image (nor a sparse bundle)');
+  return RAW_ENTRY;
+}
+
+/** The format the content shows; formats stackbd does not read are refused by name. */
+export async function probeFormat(file: string): Promise<ImageFormat> {
+  const entry = await probeEntry(file);
+  if (!entry.open) throw new UnsupportedFormatError(file, `this is a ${entry.label} image, which stackbd does not read`);
+  return entry.name as ImageFormat;
+}
+
+/** The entry whose name is `name` (RAW included). */
+export function formatEntry(name: string): FormatEntry | undefined {
+  return name === RAW_ENTRY.name ? RAW_ENTRY : FORMAT_TABLE.find((f) => f.name === name);
+}
+
+/** The entry a file name promises by its ending, if any. */
+export function formatByName(file: string): FormatEntry | undefined {
+  const ext = path.extname(file.replace(/\/+$/, '')).toLowerCase();
+  if (!ext) return undefined;
+  return [RAW_ENTRY, ...FORMAT_TABLE].find((f) => f.extensions.includes(ext));
+}
+
+/** Refuses a probed format that the file's name contradicts (`disk.asif` holding no ASIF header). */
+export function checkNameAgainstContent(file: string, probed: FormatEntry): void {
+  const named = formatByName(file);
+  if (!named || named === probed) return;
+  const content = probed === RAW_ENTRY ? `it has no ${named.label} header and would read as RAW` : `it is ${probed.label}`;
+  throw new UnsupportedFormatError(
+    file,
+    `the name says ${named.label} but the content does not match (${content}); the file may be damaged. If it really is ${probed.label}, rename it or pass -f ${probed.name}`,
+  );
 }

@@ -14,7 +14,7 @@ import { RequestError } from '../block/errors.js';
 import { pushRun, type Run } from '../block/runs.js';
 import type { BlockFile } from '../io/block-file.js';
 import { openFdFile } from '../io/fd-file.js';
-import type { Layer, ZeroOptions, WriteOptions } from './layer.js';
+import type { Layer, ParentPin, ZeroOptions, WriteOptions } from './layer.js';
 
 /** Zeros are written in pieces of this size so a whole-disk WRITE_ZEROES needs little memory. */
 const ZERO_PIECE = 1024 * 1024;
@@ -23,12 +23,18 @@ export const RAW_BLOCK_SIZE = 512;
 
 export interface OpenRawOptions {
   readOnly?: boolean;
+  /**
+   * Set when the format was probed rather than named: says which other format a first sector
+   * would make the file look like (null: none). Such writes are refused, as QEMU refuses them,
+   * so that a guest can never turn a probed RAW disk into something opened as another format.
+   */
+  headGuard?: (firstSector: Buffer) => string | null;
 }
 
 export async function openRaw(path: string, options: OpenRawOptions = {}): Promise<RawImage> {
   const file = await openFdFile(path, { readOnly: options.readOnly ?? false });
   try {
-    return new RawImage(file, await file.size());
+    return new RawImage(file, await file.size(), options.headGuard ?? null);
   } catch (err) {
     await file.close();
     throw err;
@@ -57,6 +63,7 @@ export class RawImage implements Layer {
   constructor(
     private readonly file: BlockFile,
     private currentSize: number,
+    private readonly headGuard: ((firstSector: Buffer) => string | null) | null = null,
   ) {}
 
   get path(): string {
@@ -69,6 +76,12 @@ export class RawImage implements Layer {
 
   get size(): number {
     return this.currentSize;
+  }
+
+  /** Size, modification time and inode: any write, resize or replacement changes one of them. */
+  async pin(): Promise<ParentPin> {
+    const st = await this.file.stat?.();
+    return st ? { size: this.currentSize, mtime: st.mtimeNs, inode: st.inode } : { size: this.currentSize };
   }
 
   async map(offset: number, length: number, maxRuns?: number): Promise<Run[]> {
@@ -86,8 +99,25 @@ export class RawImage implements Layer {
   }
 
   async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
+    if (this.headGuard && offset < RAW_BLOCK_SIZE) await this.guardFirstSector(buf, offset);
     await this.file.write(buf, offset);
     if (options?.fua) await this.file.sync();
+  }
+
+  /** Refuses a write that would leave another format's magic in the first sector. */
+  private async guardFirstSector(buf: Buffer, offset: number): Promise<void> {
+    const sector = Buffer.alloc(Math.min(RAW_BLOCK_SIZE, this.currentSize));
+    const end = offset + buf.length;
+    // Only the bytes the write leaves alone need reading.
+    if (offset > 0 || end < sector.length) await this.file.read(sector, 0);
+    buf.copy(sector, offset, 0, Math.min(buf.length, sector.length - offset));
+    const magic = this.headGuard?.(sector);
+    if (magic) {
+      throw new RequestError(
+        'EPERM',
+        `${this.path}: a ${magic} header in the first sector of an image whose format was probed as RAW is refused (it would open as ${magic} next time); name the format with -f raw to allow it`,
+      );
+    }
   }
 
   async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {

@@ -15,6 +15,8 @@ export interface BlockFile {
   sync(): Promise<void>;
   /** Current length of the file in bytes. */
   size(): Promise<number>;
+  /** Who the file is and when it last changed (files in memory, in tests, have no answer). */
+  stat?(): Promise<FileIdentity>;
   /** Sets the length of the file; growing leaves a sparse tail that reads as zeros. */
   truncate(length: number): Promise<void>;
   close(): Promise<void>;
@@ -28,6 +30,15 @@ export interface BlockFile {
   punchHole?(offset: number, length: number): Promise<boolean>;
   /** Makes the range read as zeros and stay allocated. False when the file system cannot. */
   zeroRange?(offset: number, length: number): Promise<boolean>;
+}
+
+/** What tells one file, and one version of its content, from another. */
+export interface FileIdentity {
+  size: number;
+  /** Modification time in nanoseconds since the epoch, as a decimal string (exact). */
+  mtimeNs: string;
+  inode: number;
+  device: number;
 }
 
 /** A part of a file: data, or a hole (reads as zeros, takes no space). */

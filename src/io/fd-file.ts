@@ -23,7 +23,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { ImageInUseError } from '../block/errors.js';
-import type { BlockFile, FileExtent, OpenFileOptions } from './block-file.js';
+import type { BlockFile, FileExtent, FileIdentity, OpenFileOptions } from './block-file.js';
 import { Errno, loadNative, type NativeFastPaths } from './native.js';
 
 /** Larger reads go to the pool: two pool threads copying 1 MiB each at once beat one copy after
@@ -52,6 +52,8 @@ function openFd(path: string, flags: string): Promise<number> {
 export interface FdFileOptions extends OpenFileOptions {
   /** Use inline reads and writes where they are safe (default true). */
   fastPaths?: boolean;
+  /** Take no lock (a short look at a file, such as probing its format). */
+  noLock?: boolean;
 }
 
 export async function openFdFile(path: string, options: FdFileOptions = {}): Promise<BlockFile> {
@@ -59,7 +61,7 @@ export async function openFdFile(path: string, options: FdFileOptions = {}): Pro
   const fast = options.fastPaths ?? true;
   const inlineWrites = fast && process.env.STACKBD_INLINE_WRITES !== '0';
   const native = loadNative();
-  if (native) {
+  if (native && !options.noLock) {
     const readOnly = options.readOnly ?? false;
     const result = native.lockFile(fd, readOnly ? 1 : 2);
     if (result === -Errno.EWOULDBLOCK && !readOnly) {
@@ -223,6 +225,14 @@ class FdFile implements BlockFile {
   size(): Promise<number> {
     return new Promise((resolve, reject) => {
       fs.fstat(this.fd, (err, st) => (err ? reject(err) : resolve(st.size)));
+    });
+  }
+
+  stat(): Promise<FileIdentity> {
+    return new Promise((resolve, reject) => {
+      fs.fstat(this.fd, { bigint: true }, (err, st) =>
+        err ? reject(err) : resolve({ size: Number(st.size), mtimeNs: st.mtimeNs.toString(), inode: Number(st.ino), device: Number(st.dev) }),
+      );
     });
   }
 

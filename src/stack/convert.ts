@@ -4,12 +4,12 @@
  * (a RAW base reports everything as data). The output reads exactly like the stack.
  */
 import { createImage, openImage } from '../formats/open-image.js';
-import type { ImageFormat } from '../formats/layer.js';
+import type { WritableFormat } from '../formats/layer.js';
 import { InvalidBlockCountError } from '../block/errors.js';
 import type { Stack } from './stack.js';
 
 export interface ConvertOptions {
-  format: ImageFormat;
+  format: WritableFormat;
   blockSize?: 512 | 4096;
   overwrite?: boolean;
   /** Called with bytes done and the total, after each piece. */

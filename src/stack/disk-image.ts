@@ -12,7 +12,7 @@
  * - `truncate` changes the top layer's block count, which sets the stack's size.
  */
 import { IncompatibleStackingError, InvalidBlockCountError } from '../block/errors.js';
-import type { ImageFormat, Layer, LayerType } from '../formats/layer.js';
+import type { ImageFormat, Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
 import { createImage, openImage } from '../formats/open-image.js';
 import { checkChain, checkLink } from './chain.js';
 import { Stack, type StackOptions } from './stack.js';
@@ -22,7 +22,7 @@ export type BlockSize = 512 | 4096;
 
 export interface CreateOptions {
   path: string;
-  format: ImageFormat;
+  format: WritableFormat;
   blockCount: number;
   blockSize?: BlockSize;
   /** Replace an existing file (refused otherwise). */
@@ -48,7 +48,7 @@ export type AppendSpec =
 
 export interface LayerInfo {
   path: string;
-  format: ImageFormat;
+  format: LayerFormat;
   layerType: LayerType | null;
   layerUUID: string | null;
   parentUUID: string | null;
@@ -120,7 +120,7 @@ export class DiskImage {
     return this.stack.top;
   }
 
-  get format(): ImageFormat {
+  get format(): LayerFormat {
     return this.top.format;
   }
 
@@ -192,7 +192,7 @@ export class DiskImage {
       if (!below.readOnly && below.layerType !== 'cache') {
         // Freeze the old top: from now on it is a lower layer and must never change.
         await below.close();
-        frozen = await openImage(below.path, { readOnly: true, format: below.format });
+        frozen = await openImage(below.path, { readOnly: true, format: below.format as ImageFormat });
       }
     } catch (err) {
       await added?.close().catch(() => undefined);

@@ -135,6 +135,11 @@ export class AsifImage implements Layer {
     return this.uuid;
   }
 
+  /** Children of an ASIF layer record its layer UUID, not a pin. */
+  pin(): Promise<null> {
+    return Promise.resolve(null);
+  }
+
   /** Bytes of the data chunks the map references (the metadata chunk left out). */
   allocatedBytes(): number {
     return this.store.dataChunkCount * this.chunkSize;
