@@ -420,10 +420,10 @@ run_mode() {
       const r = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
       if (r.errors.length > 0 || (r.doubleReferenced ?? []).length > 0) process.exit(1);' "$dir/check.json" || rc=2
   fi
-  [[ $rc -le 1 ]] || { cat "$dir/check.log" >&2; die "[$mode] stackbd check overlay.asif found errors (exit $rc)"; }
+  [[ $rc -eq 0 || $rc -eq 3 ]] || { cat "$dir/check.log" >&2; die "[$mode] stackbd check overlay.asif found errors (exit $rc)"; }
   log "[$mode] check overlay.asif: $(tail -n1 "$dir/check.log" | sed 's|.*: ||') ($(grep '^chunks:' "$dir/check.log"))"
 
-  limit "${STACKBD[@]}" convert "$dir/base.raw" "$dir/overlay.asif" -O "$dir/flat.raw" --format raw >"$dir/convert.log" 2>&1 ||
+  limit "${STACKBD[@]}" convert "$dir/base.raw" "$dir/overlay.asif" -O "$dir/flat.raw" --output-format raw >"$dir/convert.log" 2>&1 ||
     { cat "$dir/convert.log" >&2; die "[$mode] stackbd convert failed"; }
   limit /sbin/e2fsck -fn "$dir/flat.raw" >"$dir/e2fsck.log" 2>&1 ||
     { cat "$dir/e2fsck.log" >&2; die "[$mode] e2fsck -fn on the flattened image is not clean"; }

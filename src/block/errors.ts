@@ -84,13 +84,33 @@ const systemCodeToNbd: Readonly<Record<string, NbdErrnoName>> = {
   EOVERFLOW: 'EOVERFLOW',
 };
 
-/** The NBD error number a client gets for any failure. Unknown failures are EIO. */
-export function toNbdErrno(err: unknown): number {
-  if (err instanceof RequestError) return NbdErrno[err.errno];
+/** What of a request decides which error numbers its client may be sent. */
+export interface ErrnoContext {
+  /** The request carried FAST_ZERO. */
+  fastZero?: boolean;
+  /** The request carried DF (don't fragment). */
+  df?: boolean;
+}
+
+/**
+ * The NBD error number a client gets for any failure. Unknown failures are EIO. As the
+ * protocol (and nbdkit) say: ENOTSUP only answers a FAST_ZERO request and EOVERFLOW only a DF
+ * read; for any other request they become EINVAL.
+ */
+export function toNbdErrno(err: unknown, context: ErrnoContext = {}): number {
+  const name = nbdErrnoName(err);
+  if (name === 'ENOTSUP' && !context.fastZero) return NbdErrno.EINVAL;
+  if (name === 'EOVERFLOW' && !context.df) return NbdErrno.EINVAL;
+  return NbdErrno[name];
+}
+
+function nbdErrnoName(err: unknown): NbdErrnoName {
+  if (err instanceof RequestError) return err.errno;
   const code = (err as NodeJS.ErrnoException | null)?.code;
   if (typeof code === 'string') {
-    const name = systemCodeToNbd[code];
-    if (name) return NbdErrno[name];
+    const name = systemCodeToNbd[code] ?? (code === 'ENOTSUP' || code === 'EOPNOTSUPP' ? 'ENOTSUP' : undefined);
+    if (name) return name;
   }
-  return NbdErrno.EIO;
+  return 'EIO';
 }
+

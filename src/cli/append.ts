@@ -1,11 +1,14 @@
 /** `stackbd append STACK... --new PATH --type overlay|cache`: a new layer on top (a snapshot). */
 import type { Argv, CommandModule } from 'yargs';
+import type { ImageFormat } from '../formats/layer.js';
 import { DiskImage } from '../stack/disk-image.js';
+import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { parseSize } from './size.js';
 import { UsageError } from './usage-error.js';
 
 interface AppendArgs {
   images: string[];
+  format?: ImageFormat;
   new: string;
   type: 'overlay' | 'cache';
   size?: string;
@@ -18,25 +21,34 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
   builder: (y: Argv) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+      .option('format', FORMAT_OPTION)
       .option('new', { type: 'string', demandOption: true, describe: 'file of the new layer' })
       .option('type', { choices: ['overlay', 'cache'] as const, default: 'overlay' as const })
       .option('size', { type: 'string', describe: 'size of a new overlay (default: the size of the layer below)' })
-      .option('force', { type: 'boolean', default: false, describe: 'replace an existing file' }) as unknown as Argv<AppendArgs>,
+      .option('force', {
+        type: 'boolean',
+        default: false,
+        describe: 'replace an existing file (refused while another program has it open, or when it is in the stack)',
+      }) as unknown as Argv<AppendArgs>,
   handler: async (args) => {
-    const image = await DiskImage.open(args.images, { mode: 'readOnly' });
+    // The layers below must not change while a child records them: they are locked (shared)
+    // for the whole command, and one that another program writes is refused.
+    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning, requireLocks: true });
     let stacked: DiskImage | null = null;
     try {
       let blockCount: number | undefined;
       if (args.size !== undefined) {
-        const bytes = parseSize(args.size);
-        if (bytes % image.blockSize !== 0) throw new UsageError(`--size ${args.size} is not a whole number of ${image.blockSize}-byte blocks`);
+        const bytes = parseSize(args.size, '--size');
+        if (bytes % image.blockSize !== 0 || bytes === 0) throw new UsageError(`--size ${args.size} is not a whole number of ${image.blockSize}-byte blocks`);
         blockCount = bytes / image.blockSize;
       }
       stacked = await image.appending({ path: args.new, type: args.type, blockCount, overwrite: args.force }).catch((err: unknown) => {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.new} already exists: add --force to replace it`);
         throw err;
       });
-      console.log(`created ${args.type} layer ${args.new} (parent UUID ${stacked.parentUUID ?? 'none: the layer below is RAW'})`);
+      const below = stacked.layers[stacked.layers.length - 2];
+      const recorded = stacked.parentUUID ? `parent UUID ${stacked.parentUUID}` : `identity of ${below.format.toUpperCase()} ${below.path} recorded`;
+      console.log(`created ${args.type} layer ${args.new} (${recorded})`);
       console.log(`stack: ${[...args.images, args.new].join(' ')}`);
     } finally {
       await (stacked ?? image).close();

@@ -1,30 +1,47 @@
-/** `stackbd check IMAGE`: every rule of the format; exit 0 clean, 1 leaked chunks only, 2 corrupt. */
+/**
+ * `stackbd check IMAGE`: every rule of the format. Exit status as qemu-img check's: 0 clean,
+ * 1 the check could not be completed (the file cannot be opened or read), 2 corruption,
+ * 3 leaked chunks only (harmless: reused on the next read-write open).
+ */
 import type { Argv, CommandModule } from 'yargs';
 import { checkAsif } from '../formats/asif/index.js';
-import { probeFormat } from '../formats/probe.js';
+import type { ImageFormat } from '../formats/layer.js';
+import { checkNameAgainstContent, probeEntry } from '../formats/probe.js';
+import { FORMAT_OPTION, imageSpecs } from './image-args.js';
 import { printJson } from './print.js';
 
 interface CheckArgs {
   image: string;
+  format?: ImageFormat;
   json: boolean;
 }
 
+export const CheckExit = { clean: 0, notCompleted: 1, corrupt: 2, leaksOnly: 3 } as const;
+
 export const checkCommand: CommandModule<object, CheckArgs> = {
   command: 'check <image>',
-  describe: 'check an ASIF image for corruption and leaked chunks (exit 0 clean, 1 leaks only, 2 corrupt)',
+  describe: 'check an image for corruption and leaked chunks (exit 0 clean, 1 check not completed, 2 corrupt, 3 leaked chunks only)',
   builder: (y: Argv) =>
     y
       .positional('image', { type: 'string', demandOption: true })
+      .option('format', FORMAT_OPTION)
       .option('json', { type: 'boolean', default: false }) as unknown as Argv<CheckArgs>,
   handler: async (args) => {
-    if ((await probeFormat(args.image)) === 'raw') {
-      if (args.json) printJson({ file: args.image, format: 'raw', clean: true, errors: [], leakedChunks: [] });
-      else console.log(`${args.image}: RAW image, nothing to check`);
+    const [spec] = imageSpecs([args.image], args.format);
+    let format = spec.format;
+    if (!format) {
+      const entry = await probeEntry(spec.path);
+      checkNameAgainstContent(spec.path, entry);
+      format = entry.name as ImageFormat;
+    }
+    if (format !== 'asif') {
+      if (args.json) printJson({ file: spec.path, format, clean: true, errors: [], leakedChunks: [] });
+      else console.log(`${spec.path}: ${format.toUpperCase()} image, which has no structure to check`);
       return;
     }
-    const report = await checkAsif(args.image);
+    const report = await checkAsif(spec.path);
     const corrupt = report.errors.length > 0 || report.doubleReferenced.length > 0;
-    process.exitCode = corrupt ? 2 : report.leakedChunks.length > 0 ? 1 : 0;
+    process.exitCode = corrupt ? CheckExit.corrupt : report.leakedChunks.length > 0 ? CheckExit.leaksOnly : CheckExit.clean;
     if (args.json) {
       printJson(report);
       return;
@@ -34,6 +51,6 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
     if (report.leakedChunks.length > 0) console.log(`leaked chunks (harmless, reclaimable): ${report.leakedChunks.length}`);
     const s = report.chunkStates;
     console.log(`chunks: ${s.full} full, ${s.partial} partly written, ${s.discarded} discarded, ${s.neverWritten} never written`);
-    console.log(corrupt ? `${args.image}: CORRUPT` : report.leakedChunks.length > 0 ? `${args.image}: clean but for leaked chunks` : `${args.image}: clean`);
+    console.log(corrupt ? `${spec.path}: CORRUPT` : report.leakedChunks.length > 0 ? `${spec.path}: clean but for leaked chunks` : `${spec.path}: clean`);
   },
 };

@@ -1,15 +1,35 @@
-/** `stackbd convert STACK... -O OUT`: flattens an image or stack into one standalone image. */
+/**
+ * `stackbd convert STACK... -O OUT`: flattens an image or stack into one standalone image. The
+ * output's format comes from `--output-format`, or else from its name (`.asif`, `.raw`, `.img`;
+ * RAW when the name says nothing); a name that promises a format stackbd cannot write is refused.
+ */
 import type { Argv, CommandModule } from 'yargs';
-import { DiskImage } from '../stack/disk-image.js';
+import type { ImageFormat, WritableFormat } from '../formats/layer.js';
+import { isWritableFormat } from '../formats/open-image.js';
+import { formatByName } from '../formats/probe.js';
 import { convertStack } from '../stack/convert.js';
-import { createProgress } from './progress.js';
+import { DiskImage } from '../stack/disk-image.js';
+import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { createProgress, PROGRESS_OPTIONS, progressMode, type ProgressArgs } from './progress.js';
+import { formatSize } from './size.js';
 import { UsageError } from './usage-error.js';
 
-interface ConvertArgs {
+interface ConvertArgs extends ProgressArgs {
   images: string[];
+  format?: ImageFormat;
   output: string;
-  format: 'raw' | 'asif';
+  'output-format'?: WritableFormat;
   force: boolean;
+}
+
+const OUTPUT_FORMATS: readonly WritableFormat[] = ['raw', 'asif'];
+
+function outputFormat(output: string, named: WritableFormat | undefined): WritableFormat {
+  const byName = formatByName(output);
+  if (named) return named;
+  if (!byName) return 'raw';
+  if (isWritableFormat(byName.name)) return byName.name;
+  throw new UsageError(`${output}: stackbd cannot write ${byName.label} images; name the output .raw or .asif, or pass --output-format`);
 }
 
 export const convertCommand: CommandModule<object, ConvertArgs> = {
@@ -18,18 +38,29 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   builder: (y: Argv) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+      .option('format', FORMAT_OPTION)
       .option('output', { alias: 'O', type: 'string', demandOption: true, describe: 'the new image' })
-      .option('format', { choices: ['raw', 'asif'] as const, default: 'raw' as const })
-      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' }) as unknown as Argv<ConvertArgs>,
+      .option('output-format', { choices: OUTPUT_FORMATS, describe: "the new image's format (default: from its name, else RAW)" })
+      .option('force', {
+        type: 'boolean',
+        default: false,
+        describe: 'replace an existing output file (never one of the inputs, nor one another program has open)',
+      })
+      .options(PROGRESS_OPTIONS) as unknown as Argv<ConvertArgs>,
   handler: async (args) => {
-    const image = await DiskImage.open(args.images, { mode: 'readOnly' });
-    const progress = createProgress('convert');
+    const format = outputFormat(args.output, args['output-format']);
+    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning });
+    const progress = createProgress('convert', progressMode(args));
     try {
-      await convertStack(image.stack, args.output, { format: args.format, overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(
+      const result = await convertStack(image.stack, args.output, { format, overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(
         (err: unknown) => {
           if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.output} already exists: add --force to replace it`);
           throw err;
         },
+      );
+      progress.stop();
+      console.log(
+        `wrote ${args.output}: ${format.toUpperCase()}, ${formatSize(result.size)} (${result.size} bytes), ${formatSize(result.dataBytes)} of data, the rest holes`,
       );
     } finally {
       progress.stop();

@@ -19,19 +19,26 @@ export const createCommand: CommandModule<object, CreateArgs> = {
     y
       .positional('path', { type: 'string', demandOption: true, describe: 'file to create' })
       .option('size', { type: 'string', demandOption: true, describe: 'virtual size: 40G, 512M, 1T (binary) or 100GB (decimal)' })
-      .option('format', { choices: ['asif', 'raw'] as const, default: 'asif' as const })
+      .option('format', { alias: 'f', choices: ['asif', 'raw'] as const, default: 'asif' as const })
       .option('block-size', { choices: [512, 4096] as const, default: 512 as const, describe: 'sector size in bytes' })
-      .option('force', { type: 'boolean', default: false, describe: 'replace an existing file' }) as unknown as Argv<CreateArgs>,
+      .option('force', {
+        type: 'boolean',
+        default: false,
+        describe: 'replace an existing file (refused while another program has it open)',
+      }) as unknown as Argv<CreateArgs>,
   handler: async (args) => {
-    const bytes = parseSize(args.size);
+    const bytes = parseSize(args.size, '--size');
     const blockSize = Number(args['block-size']) as 512 | 4096;
+    if (bytes < blockSize) throw new UsageError(`--size ${args.size} is ${bytes} bytes: an image holds at least one ${blockSize}-byte block`);
     if (bytes % blockSize !== 0) {
       throw new UsageError(`--size ${args.size} (${bytes} bytes) is not a whole number of ${blockSize}-byte blocks`);
     }
     try {
       await createImage(args.path, { format: args.format, blockCount: bytes / blockSize, blockSize, overwrite: args.force });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.path} already exists: add --force to replace it`);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new UsageError(`${args.path} already exists: add --force to replace it`);
+      if (code === 'EISDIR') throw new UsageError(`${args.path} is a directory`);
       throw err;
     }
     console.log(`created ${args.path}: ${args.format.toUpperCase()}, ${formatSize(bytes)} (${bytes / blockSize} blocks of ${blockSize} bytes)`);

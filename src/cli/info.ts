@@ -1,12 +1,21 @@
 /** `stackbd info STACK...`: every layer's properties and whether the chain is valid. */
 import type { Argv, CommandModule } from 'yargs';
+import type { ImageFormat } from '../formats/layer.js';
+import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { chainReport, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
 import { printFields, printJson } from './print.js';
 import { formatSize } from './size.js';
-import { chainProblem, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
 
 interface InfoArgs {
   images: string[];
+  format?: ImageFormat;
   json: boolean;
+}
+
+function showPin(pin: Readonly<Record<string, string | number>>): string {
+  return Object.entries(pin)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
 }
 
 function fieldsOf(r: LayerReport): Array<[string, string]> {
@@ -23,30 +32,38 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   fields.push(['layer type', r.layerType ?? 'none (standalone or base)']);
   fields.push(['layer UUID', r.layerUUID ?? '-']);
   fields.push(['parent UUID', r.parentUUID ?? '-']);
+  if (r.parentPin) fields.push(['parent pin', showPin(r.parentPin)]);
+  if (r.pin) fields.push(['identity', showPin(r.pin)]);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
+  for (const [key, value] of Object.entries(r.details ?? {})) {
+    fields.push([key, typeof value === 'string' || typeof value === 'number' ? String(value) : JSON.stringify(value)]);
+  }
   return fields;
 }
 
 export const infoCommand: CommandModule<object, InfoArgs> = {
   command: 'info <images..>',
-  describe: 'show an image, or every layer of a stack (bottom first) and whether they stack',
+  describe: 'show an image, or every layer of a stack (bottom first) and whether they stack (exit 1 when they do not)',
   builder: (y: Argv) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+      .option('format', FORMAT_OPTION)
       .option('json', { type: 'boolean', default: false }) as unknown as Argv<InfoArgs>,
   handler: async (args) => {
-    await withLayers(args.images, async (layers) => {
+    await withLayers(imageSpecs(args.images, args.format), async (layers) => {
       const reports = await Promise.all(layers.map(describeOpenLayer));
-      const problem = layers.length > 1 ? chainProblem(layers) : null;
+      const { problem, warnings } = layers.length > 1 ? await chainReport(layers) : { problem: null, warnings: [] };
       const top = layers[layers.length - 1];
+      if (problem) process.exitCode = 1;
       if (args.json) {
         printJson({
           virtualSize: top.size,
           layers: reports,
-          chain: layers.length > 1 ? { valid: problem === null, ...(problem ? { error: problem } : {}) } : undefined,
+          chain: layers.length > 1 ? { valid: problem === null, ...(problem ? { error: problem } : {}), warnings } : undefined,
         });
         return;
       }
+      for (const w of warnings) printWarning(w);
       reports.forEach((r, i) => {
         if (layers.length > 1) console.log(`${i === 0 ? 'base' : i === layers.length - 1 ? 'top' : 'layer'} ${i + 1} of ${layers.length}:`);
         printFields(fieldsOf(r));
@@ -56,7 +73,6 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
         console.log('');
         console.log(problem ? `chain: INVALID: ${problem}` : `chain: valid (${formatSize(top.size)} seen by clients)`);
       }
-      if (problem) process.exitCode = 1;
     });
   },
 };

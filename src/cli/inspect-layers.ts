@@ -1,8 +1,9 @@
 /** Facts about each file of a stack, read without trusting the chain (for info and map). */
-import type { Layer } from '../formats/layer.js';
+import type { Layer, LayerDetails, ParentPin } from '../formats/layer.js';
 import { AsifImage } from '../formats/asif/index.js';
 import { openImage } from '../formats/open-image.js';
-import { checkChain } from '../stack/chain.js';
+import { checkChain, linksOf } from '../stack/chain.js';
+import type { LayerSpec } from '../stack/layer-spec.js';
 
 export interface LayerReport {
   path: string;
@@ -14,9 +15,15 @@ export interface LayerReport {
   layerType: string | null;
   layerUUID: string | null;
   parentUUID: string | null;
+  /** What identifies this layer to a child (non-ASIF layers). */
+  pin?: ParentPin;
+  /** What this layer recorded of its non-ASIF parent. */
+  parentPin?: ParentPin;
   chunkSize?: number;
   allocatedBytes?: number;
   stableUUID?: string;
+  /** Format-specific facts (codecs, backing files, ...). */
+  details?: LayerDetails;
 }
 
 export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
@@ -31,6 +38,10 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
     layerUUID: layer.layerUUID,
     parentUUID: layer.parentUUID,
   };
+  const pin = await layer.pin();
+  if (pin) base.pin = pin;
+  if (layer.parentPin) base.parentPin = layer.parentPin;
+  if (layer.details) base.details = await layer.details();
   if (layer instanceof AsifImage) {
     base.chunkSize = layer.chunkSize;
     base.allocatedBytes = layer.allocatedBytes();
@@ -40,22 +51,21 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
 }
 
 /** Opens every file read-only; runs `use` with them; closes them whatever happens. */
-export async function withLayers<T>(paths: readonly string[], use: (layers: Layer[]) => Promise<T>): Promise<T> {
+export async function withLayers<T>(specs: readonly LayerSpec[], use: (layers: Layer[]) => Promise<T>): Promise<T> {
   const layers: Layer[] = [];
   try {
-    for (const path of paths) layers.push(await openImage(path, { readOnly: true }));
+    for (const spec of specs) layers.push(await openImage(spec.path, { readOnly: true, format: spec.format }));
     return await use(layers);
   } finally {
     await Promise.allSettled(layers.map((l) => l.close()));
   }
 }
 
-/** Null when the files form a valid stack, otherwise why not. */
-export function chainProblem(layers: readonly Layer[]): string | null {
+/** Whether the files form a valid stack: why not, and what could not be checked. */
+export async function chainReport(layers: readonly Layer[]): Promise<{ problem: string | null; warnings: string[] }> {
   try {
-    checkChain(layers, false);
-    return null;
+    return { problem: null, warnings: checkChain(await linksOf(layers), false) };
   } catch (err) {
-    return err instanceof Error ? err.message : String(err);
+    return { problem: err instanceof Error ? err.message : String(err), warnings: [] };
   }
 }

@@ -17,6 +17,7 @@ import { ctlCommand } from './ctl.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
 import { probeCommand } from './probe.js';
+import { rebaseCommand } from './rebase.js';
 import { serveCommand } from './serve.js';
 import { truncateCommand } from './truncate.js';
 import { CommandFailed, UsageError } from './usage-error.js';
@@ -47,6 +48,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(appendCommand)
     .command(truncateCommand)
     .command(commitCommand)
+    .command(rebaseCommand)
     .command(convertCommand)
     .command(ctlCommand)
     .command(probeCommand)

@@ -1,14 +1,16 @@
 /** `stackbd map STACK...`: which layer supplies each range, like `qemu-img map`. */
 import type { Argv, CommandModule } from 'yargs';
 import { AsifImage } from '../formats/asif/index.js';
-import type { Layer } from '../formats/layer.js';
+import type { ImageFormat, Layer } from '../formats/layer.js';
+import { checkChain, linksOf } from '../stack/chain.js';
 import { Stack } from '../stack/stack.js';
 import { printJson, printTable } from './print.js';
-import { chainProblem, withLayers } from './inspect-layers.js';
-import { UsageError } from './usage-error.js';
+import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { withLayers } from './inspect-layers.js';
 
 interface MapArgs {
   images: string[];
+  format?: ImageFormat;
   json: boolean;
 }
 
@@ -64,11 +66,12 @@ export const mapCommand: CommandModule<object, MapArgs> = {
   builder: (y: Argv) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+      .option('format', FORMAT_OPTION)
       .option('json', { type: 'boolean', default: false }) as unknown as Argv<MapArgs>,
   handler: async (args) => {
-    await withLayers(args.images, async (layers) => {
-      const problem = layers.length > 1 ? chainProblem(layers) : null;
-      if (problem) throw new UsageError(`not a valid stack: ${problem}`);
+    await withLayers(imageSpecs(args.images, args.format), async (layers) => {
+      // A stack that does not hold together has no map: the typed error says why (exit 1).
+      if (layers.length > 1) for (const w of checkChain(await linksOf(layers), false)) printWarning(w);
       const entries = await mapStack(layers);
       if (args.json) {
         printJson(entries);

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { ExportRequest } from '../server/admin-api.js';
 import { Export } from '../server/export.js';
 import { DiskImage } from '../stack/disk-image.js';
+import { parseLayerSpec } from '../stack/layer-spec.js';
 
 export interface ExportDefaults {
   syncIntervalMs: number;
@@ -11,9 +12,10 @@ export interface ExportDefaults {
 
 export async function openExport(request: ExportRequest, defaults: ExportDefaults): Promise<Export> {
   const { log } = defaults;
-  const image = await DiskImage.open(request.layers, {
+  const image = await DiskImage.open(request.layers.map(parseLayerSpec), {
     mode: request.readOnly ? 'readOnly' : 'readWrite',
     readOnlyWhenCacheTop: true,
+    onWarning: (message) => log.warn({ export: request.name }, message),
     stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },
   });
   log.debug({ export: request.name, layers: request.layers, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');

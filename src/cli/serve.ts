@@ -9,6 +9,7 @@ import { loadTlsSettings, type TlsMode } from '../server/tls.js';
 import { parseAllowList } from './allow-list.js';
 import { prepareDemo } from './demo.js';
 import { parseExportSpec, type ExportSpec } from './export-spec.js';
+import { warnIfExposed } from './exposure-warning.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { openExport } from './open-export.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
@@ -152,6 +153,7 @@ async function handler(args: ServeArgs): Promise<void> {
     await Promise.allSettled(exports.map((e) => e.close()));
     throw err;
   }
+  warnIfExposed(log, tcp, args.tls === 'require', exports);
 
   const server = new NbdServer(exports, {
     logger: log,

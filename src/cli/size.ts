@@ -7,9 +7,13 @@ import { UsageError } from './usage-error.js';
 const BINARY: Readonly<Record<string, number>> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50 };
 const DECIMAL: Readonly<Record<string, number>> = { K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15 };
 
-export function parseSize(text: string): number {
+/** The largest size stackbd handles: offsets are JavaScript numbers, exact below 2^53. */
+export const MAX_SIZE = Number.MAX_SAFE_INTEGER;
+
+/** Bytes in `text`; `option` (e.g. "--size") names where it came from in messages. */
+export function parseSize(text: string, option = 'size'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([KMGTP])(i?B)?|(B))?\s*$/i.exec(text);
-  if (!m) throw new UsageError(`"${text}" is not a size (examples: 40G, 512M, 1T, 100GB, 4096)`);
+  if (!m) throw new UsageError(`${option} ${JSON.stringify(text)} is not a size (examples: 40G, 512M, 1T, 100GB, 4096)`);
   const value = Number(m[1]);
   let bytes = value;
   if (m[2]) {
@@ -17,7 +21,8 @@ export function parseSize(text: string): number {
     const decimal = m[3] !== undefined && m[3].toUpperCase() === 'B';
     bytes = value * (decimal ? DECIMAL[unit] : BINARY[unit]);
   }
-  if (!Number.isSafeInteger(bytes)) throw new UsageError(`"${text}" is not a whole number of bytes`);
+  if (bytes > MAX_SIZE) throw new UsageError(`${option} ${text} is larger than the largest size stackbd handles, ${MAX_SIZE} bytes (8 PiB - 1)`);
+  if (!Number.isInteger(bytes)) throw new UsageError(`${option} ${text} is not a whole number of bytes (${bytes})`);
   return bytes;
 }
 

@@ -14,7 +14,7 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     label: 'ASIF',
     extensions: ['.asif'],
     detect: (p) => startsWith(p.head, 'shdw'),
-    open: (path, o) => openAsif(path, { readOnly: o.readOnly }),
+    open: (path, o) => openAsif(path, { readOnly: o.readOnly, requireLock: o.requireLock }),
   },
   { name: 'qcow2', label: 'qcow2', extensions: ['.qcow2', '.qcow'], detect: (p) => startsWith(p.head, QCOW_MAGIC) },
   { name: 'vhdx', label: 'VHDX', extensions: ['.vhdx'], detect: (p) => startsWith(p.head, 'vhdxfile') },
@@ -40,5 +40,5 @@ export const RAW_ENTRY: FormatEntry = {
   label: 'RAW',
   extensions: ['.raw'],
   detect: (p) => p.entries === null,
-  open: (path, o) => openRaw(path, { readOnly: o.readOnly, headGuard: o.probed ? magicIn : undefined }),
+  open: (path, o) => openRaw(path, { readOnly: o.readOnly, requireLock: o.requireLock, headGuard: o.probed ? magicIn : undefined }),
 };

@@ -60,6 +60,11 @@ export interface Layer {
   /** The layer UUID of the layer below; null when standalone or above a RAW base. */
   readonly parentUUID: string | null;
   readonly layerType: LayerType | null;
+  /**
+   * What this layer recorded of a parent that has no ASIF layer UUID (RAW, foreign, remote),
+   * checked against that parent's `pin()` when stacked; null or absent when it recorded none.
+   */
+  readonly parentPin?: ParentPin | null;
 
   /**
    * What a child must record to recognise this layer as its parent, read now (a RAW file's

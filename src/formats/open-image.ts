@@ -14,6 +14,8 @@ export interface OpenImageOptions {
   readOnly?: boolean;
   /** Open as this format, without probing (the user named it: `-f`). */
   format?: ImageFormat;
+  /** Read-only: refuse a file another program has open for writing. */
+  requireLock?: boolean;
 }
 
 export async function openImage(path: string, options: OpenImageOptions = {}): Promise<Layer> {
@@ -21,12 +23,12 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   if (options.format) {
     const entry = formatEntry(options.format);
     if (!entry?.open) throw new UnsupportedFormatError(path, `format ${options.format} cannot be opened`);
-    return entry.open(path, { readOnly, probed: false });
+    return entry.open(path, { readOnly, probed: false, requireLock: options.requireLock });
   }
   const entry = await probeEntry(path);
   if (!entry.open) throw new UnsupportedFormatError(path, `this is a ${entry.label} image, which stackbd does not read`);
   checkNameAgainstContent(path, entry);
-  return entry.open(path, { readOnly, probed: true });
+  return entry.open(path, { readOnly, probed: true, requireLock: options.requireLock });
 }
 
 export function isWritableFormat(format: string): format is WritableFormat {
@@ -46,11 +48,12 @@ export async function createImage(path: string, options: CreateImageOptions): Pr
       overwrite: options.overwrite ?? false,
       layerType: options.layerType ?? null,
       parentUUID: options.parentUUID ?? null,
+      parentPin: options.parentPin ?? null,
     });
     return;
   }
   // RAW: a plain sparse file of blockCount × blockSize bytes; it cannot be a layer.
-  if (options.layerType || options.parentUUID) {
+  if (options.layerType || options.parentUUID || options.parentPin) {
     throw new IncompatibleStackingError(path, 'a RAW image cannot be a layer (it has no layer type or UUIDs)');
   }
   const blockSize = options.blockSize ?? 512;
@@ -59,7 +62,7 @@ export async function createImage(path: string, options: CreateImageOptions): Pr
   }
   const { blockCount } = options;
   if (!Number.isSafeInteger(blockCount) || blockCount <= 0 || !Number.isSafeInteger(blockCount * blockSize)) {
-    throw new InvalidBlockCountError(path, `block count ${blockCount} is not a whole number of blocks above 0`);
+    throw new InvalidBlockCountError(path, `${blockCount} blocks of ${blockSize} bytes is not a size: give at least one block (${blockSize} bytes)`);
   }
   await createRaw(path, blockCount * blockSize, { overwrite: options.overwrite ?? false });
 }

@@ -10,10 +10,11 @@
  *   otherwise `discard` keeps the bytes (it is a hint), `zero` writes zeros and FAST_ZERO is
  *   refused with ENOTSUP.
  */
-import { RequestError } from '../block/errors.js';
+import { InvalidBlockCountError, RequestError } from '../block/errors.js';
 import { pushRun, type Run } from '../block/runs.js';
 import type { BlockFile } from '../io/block-file.js';
 import { openFdFile } from '../io/fd-file.js';
+import { writeNewFile } from '../io/new-file.js';
 import type { Layer, ParentPin, ZeroOptions, WriteOptions } from './layer.js';
 
 /** Zeros are written in pieces of this size so a whole-disk WRITE_ZEROES needs little memory. */
@@ -23,6 +24,8 @@ export const RAW_BLOCK_SIZE = 512;
 
 export interface OpenRawOptions {
   readOnly?: boolean;
+  /** Read-only: refuse a file that another program has open for writing (see io/image-lock.ts). */
+  requireLock?: boolean;
   /**
    * Set when the format was probed rather than named: says which other format a first sector
    * would make the file look like (null: none). Such writes are refused, as QEMU refuses them,
@@ -32,7 +35,7 @@ export interface OpenRawOptions {
 }
 
 export async function openRaw(path: string, options: OpenRawOptions = {}): Promise<RawImage> {
-  const file = await openFdFile(path, { readOnly: options.readOnly ?? false });
+  const file = await openFdFile(path, { readOnly: options.readOnly ?? false, requireLock: options.requireLock });
   try {
     return new RawImage(file, await file.size(), options.headGuard ?? null);
   } catch (err) {
@@ -43,13 +46,15 @@ export async function openRaw(path: string, options: OpenRawOptions = {}): Promi
 
 /** Creates a sparse RAW image of `size` bytes. Refuses to replace a file unless `overwrite`. */
 export async function createRaw(path: string, size: number, options: { overwrite?: boolean } = {}): Promise<void> {
-  const file = await openFdFile(path, { create: true, overwrite: options.overwrite ?? false });
-  try {
-    await file.truncate(size);
+  await writeNewFile(path, options.overwrite ?? false, async (file) => {
+    try {
+      await file.truncate(size);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EFBIG') throw err;
+      throw new InvalidBlockCountError(path, `the file system cannot hold a file of ${size} bytes (EFBIG): choose a smaller size, or ASIF, whose files grow with the data`);
+    }
     await file.sync();
-  } finally {
-    await file.close();
-  }
+  });
 }
 
 export class RawImage implements Layer {

@@ -26,6 +26,8 @@ export interface OpenFormatOptions {
   readOnly: boolean;
   /** The format was probed, not named by the user (RAW then refuses to write a known magic into its first sector). */
   probed: boolean;
+  /** Read-only: refuse a file another program has open for writing, instead of reading it unlocked. */
+  requireLock?: boolean;
 }
 
 export interface FormatEntry {

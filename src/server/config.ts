@@ -7,12 +7,16 @@
  *   "socket": ["/run/stackbd.sock"],          optional
  *   "syncInterval": 5,                        optional, seconds
  *   "exports": [
- *     { "name": "vm", "layers": ["base.raw", "overlay.asif"], "readOnly": false, "description": "..." }
+ *     { "name": "vm", "layers": ["base.raw", "overlay.asif"], "readOnly": false, "description": "..." },
+ *     { "name": "vm2", "layers": [{ "path": "disk.img", "format": "raw" }, "vm2.asif"] }
  *   ]
  * }
+ * A layer is a path, a path with its format as a prefix ("raw:disk.img"), or an object with
+ * "path" and "format"; either way the format skips probing (`-f` on the command line).
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { formatLayerSpec, IMAGE_FORMATS, parseLayerSpec } from '../stack/layer-spec.js';
 
 export interface ExportConfig {
   name: string;
@@ -44,6 +48,24 @@ function stringList(v: Json | undefined, where: string, fail: (m: string) => nev
   return v as string[];
 }
 
+/** Layers as `FORMAT:PATH` strings with paths made absolute (relative ones are relative to the file). */
+function layerList(v: Json | undefined, where: string, dir: string, fail: (m: string) => never): string[] {
+  if (!Array.isArray(v)) return fail(`${where} must be a list of images, bottom first`);
+  return v.map((item, i) => {
+    const at = `${where}[${i}]`;
+    let spec;
+    if (typeof item === 'string' && item !== '') spec = parseLayerSpec(item);
+    else if (isObject(item)) {
+      for (const key of Object.keys(item)) if (key !== 'path' && key !== 'format') fail(`${at}: unknown field "${key}" (expected path, format)`);
+      if (typeof item.path !== 'string' || item.path === '') fail(`${at}.path must be a non-empty string`);
+      const format = item.format;
+      if (format !== undefined && !(IMAGE_FORMATS as readonly Json[]).includes(format)) fail(`${at}.format must be one of ${IMAGE_FORMATS.join(', ')}`);
+      spec = { path: item.path as string, ...(format !== undefined ? { format: format as (typeof IMAGE_FORMATS)[number] } : {}) };
+    } else return fail(`${at} must be a path or an object with "path" and "format"`);
+    return formatLayerSpec({ ...spec, path: path.resolve(dir, spec.path) });
+  });
+}
+
 export function parseConfig(text: string, file: string): ServerConfig {
   const fail = (message: string): never => {
     throw new ConfigError(`${file}: ${message}`);
@@ -70,13 +92,13 @@ export function parseConfig(text: string, file: string): ServerConfig {
     const name = entry.name as string;
     if (names.has(name)) fail(`${where}: export "${name}" is defined twice`);
     names.add(name);
-    const layers = stringList(entry.layers, `${where}.layers`, fail);
+    const layers = layerList(entry.layers, `${where}.layers`, dir, fail);
     if (layers.length === 0) fail(`${where}.layers must list at least one image (bottom first)`);
     if (entry.readOnly !== undefined && typeof entry.readOnly !== 'boolean') fail(`${where}.readOnly must be true or false`);
     if (entry.description !== undefined && typeof entry.description !== 'string') fail(`${where}.description must be a string`);
     return {
       name,
-      layers: layers.map((p) => path.resolve(dir, p)),
+      layers,
       readOnly: entry.readOnly === true,
       ...(typeof entry.description === 'string' ? { description: entry.description } : {}),
     };

@@ -6,7 +6,7 @@
  * The export call happens synchronously, before the first await, so the export sees requests
  * in the order the session parsed them (it orders overlapping writes by that order).
  */
-import { NbdErrno, toNbdErrno } from '../block/errors.js';
+import { NbdErrno, RequestError, toNbdErrno } from '../block/errors.js';
 import type { Run } from '../block/runs.js';
 import { AllocationState, Command, CommandFlag, DIRTY_STATE, Limits } from '../nbd/constants.js';
 import {
@@ -201,7 +201,13 @@ async function execute(req: Request, conn: Connection, sink: ReplySink): Promise
     sendOk(req, conn, sink);
     return 0;
   } catch (err) {
-    const errno = toNbdErrno(err);
+    const errno = toNbdErrno(err, { fastZero: (req.flags & CommandFlag.FAST_ZERO) !== 0, df: (req.flags & CommandFlag.DF) !== 0 });
+    // A RequestError is an answer the code meant (read-only, out of range...); anything else
+    // (the disk failing, a damaged image, a bug) is logged with the request it broke.
+    if (!(err instanceof RequestError)) {
+      const length = req.type === Command.WRITE ? req.payload.length : req.length;
+      exp.logUnexpected(err, { command: OPERATION_OF[req.type] ?? String(req.type), offset: req.offset, length });
+    }
     sendError(req, conn, sink, errno, err instanceof Error ? err.message : String(err));
     return errno;
   }

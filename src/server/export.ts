@@ -137,11 +137,23 @@ export class Export {
     return this.stack.cache(offset, length);
   }
 
+  /** FLUSH: every completed write is durable when this resolves. A failed sync leaves the
+   * export dirty, so the timer and the last disconnect try again. */
   async flush(): Promise<void> {
     this.dirty = false;
     const started = performance.now();
-    await this.stack.flush();
+    try {
+      await this.stack.flush();
+    } catch (err) {
+      this.dirty = true;
+      throw err;
+    }
     this.stats.recordSync((performance.now() - started) / 1000);
+  }
+
+  /** A failure that is not a plain request error (the disk failing, a bug): logged with the request. */
+  logUnexpected(err: unknown, request: { command: string; offset: number; length: number }): void {
+    this.options.logger?.error({ export: this.name, ...request, err }, 'request failed unexpectedly');
   }
 
   /**

@@ -2,15 +2,23 @@
  * Merges the top layer of a stack into the layer below it: every range the top holds (data, or
  * zeros it hides the layers below with) is written into the layer below; ranges it does not
  * hold are left alone. Afterwards the layer below reads like the stack did, its layer UUID has
- * changed (it was written), and the old top no longer stacks on it.
+ * changed (it was written), and the old top no longer stacks on it. Other layers made on the
+ * layer below would go stale the same way: they are looked for beside the stack's files and
+ * the commit is refused while there are any, unless `force`.
  */
+import path from 'node:path';
 import { IncompatibleStackingError } from '../block/errors.js';
 import type { Layer } from '../formats/layer.js';
 import { openImage } from '../formats/open-image.js';
-import { checkChain } from './chain.js';
+import { findChildren } from './find-children.js';
+import { toLayerSpec, type LayerSpec } from './layer-spec.js';
+import { checkChain, linksOf } from './chain.js';
 
 export interface CommitOptions {
   onProgress?: (done: number, total: number) => void;
+  /** Commit even when other layers stack on the target (they go stale). */
+  force?: boolean;
+  onWarning?: (message: string) => void;
 }
 
 const PIECE = 4 * 1024 * 1024;
@@ -22,18 +30,25 @@ export interface CommitResult {
   bytesZeroed: number;
 }
 
-export async function commitTop(paths: readonly string[], options: CommitOptions = {}): Promise<CommitResult> {
-  if (paths.length < 2) throw new RangeError('commit needs a stack of at least two images');
+export async function commitTop(sources: ReadonlyArray<string | LayerSpec>, options: CommitOptions = {}): Promise<CommitResult> {
+  const specs = sources.map((s) => toLayerSpec(s));
+  if (specs.length < 2) throw new RangeError('commit needs a stack of at least two images');
   const layers: Layer[] = [];
   try {
-    for (const [i, path] of paths.entries()) {
-      layers.push(await openImage(path, { readOnly: i !== paths.length - 2 }));
+    for (const [i, spec] of specs.entries()) {
+      layers.push(await openImage(spec.path, { readOnly: i !== specs.length - 2, format: spec.format }));
     }
-    checkChain(layers, false);
+    for (const w of checkChain(await linksOf(layers), false)) options.onWarning?.(w);
     const top = layers[layers.length - 1];
     const target = layers[layers.length - 2];
     if (target.layerType === 'cache') {
       throw new IncompatibleStackingError(target.path, 'the layer below the top is a cache layer: commit into a cache would be lost');
+    }
+    const others = await findChildren(target, specs.map((s) => path.dirname(s.path)), [top.path]);
+    if (others.length > 0) {
+      const stale = `${others.join(', ')} also stack${others.length === 1 ? 's' : ''} on it and would go stale (refused when opened)`;
+      if (!options.force) throw new IncompatibleStackingError(target.path, `${stale}: commit with --force to go on anyway`);
+      options.onWarning?.(`${target.path}: ${stale}`);
     }
     if (top.size > target.size) await target.truncate(top.size);
     let bytesWritten = 0;

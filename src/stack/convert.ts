@@ -5,7 +5,8 @@
  */
 import { createImage, openImage } from '../formats/open-image.js';
 import type { WritableFormat } from '../formats/layer.js';
-import { InvalidBlockCountError } from '../block/errors.js';
+import { ImageError, InvalidBlockCountError } from '../block/errors.js';
+import { findSameFile } from '../io/same-file.js';
 import type { Stack } from './stack.js';
 
 export interface ConvertOptions {
@@ -30,14 +31,24 @@ export function isAllZero(buf: Buffer): boolean {
   return true;
 }
 
-export async function convertStack(stack: Stack, outPath: string, options: ConvertOptions): Promise<void> {
+export interface ConvertResult {
+  /** Virtual size of the output. */
+  size: number;
+  /** Bytes of data written (the rest of the output is holes). */
+  dataBytes: number;
+}
+
+export async function convertStack(stack: Stack, outPath: string, options: ConvertOptions): Promise<ConvertResult> {
   const size = stack.size;
   const blockSize = options.blockSize ?? (options.format === 'asif' ? (stack.blockSize === 4096 ? 4096 : 512) : 512);
   if (size % blockSize !== 0) {
     throw new InvalidBlockCountError(outPath, `the stack is ${size} bytes, not a whole number of ${blockSize}-byte blocks`);
   }
+  const input = await findSameFile(outPath, stack.layers.map((l) => l.path));
+  if (input !== undefined) throw new ImageError(outPath, `is also an input of the conversion (${input}): write the output to another file`);
   await createImage(outPath, { format: options.format, blockCount: size / blockSize, blockSize, overwrite: options.overwrite ?? false });
   const out = await openImage(outPath, { readOnly: false, format: options.format });
+  let dataBytes = 0;
   try {
     const buf = Buffer.allocUnsafe(PIECE);
     for (let offset = 0; offset < size; offset += PIECE) {
@@ -46,7 +57,10 @@ export async function convertStack(stack: Stack, outPath: string, options: Conve
         if (run.state !== 'data') continue;
         const piece = buf.subarray(0, run.length);
         await stack.read(piece, run.offset);
-        await writeNonZero(piece, run.offset, (data, at) => out.write(data, at));
+        await writeNonZero(piece, run.offset, (data, at) => {
+          dataBytes += data.length;
+          return out.write(data, at);
+        });
       }
       options.onProgress?.(offset + length, size);
     }
@@ -54,6 +68,7 @@ export async function convertStack(stack: Stack, outPath: string, options: Conve
   } finally {
     await out.close();
   }
+  return { size, dataBytes };
 }
 
 /** Writes the parts of `data` that are not all zeros (scanned in ZERO_SCAN steps), merged. */

@@ -12,9 +12,11 @@
  * - `truncate` changes the top layer's block count, which sets the stack's size.
  */
 import { IncompatibleStackingError, InvalidBlockCountError } from '../block/errors.js';
-import type { ImageFormat, Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
-import { createImage, openImage } from '../formats/open-image.js';
-import { checkChain, checkLink } from './chain.js';
+import type { Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
+import { createImage, isWritableFormat, openImage } from '../formats/open-image.js';
+import { findSameFile } from '../io/same-file.js';
+import { checkChain, checkLink, linkOf, linksOf, parentRecordOf } from './chain.js';
+import { toLayerSpec, type LayerSpec } from './layer-spec.js';
 import { Stack, type StackOptions } from './stack.js';
 
 export type OpenMode = 'readOnly' | 'readWrite';
@@ -36,12 +38,17 @@ export interface OpenOptions {
    * it (a cache layer is never written through the stack).
    */
   readOnlyWhenCacheTop?: boolean;
-  /** Format of the base when it cannot be probed (RAW is assumed for unknown content). */
-  baseFormat?: ImageFormat;
+  /** Told what opens but cannot be checked (an overlay over a base it recorded nothing of). */
+  onWarning?: (message: string) => void;
+  /**
+   * Refuse read-only layers that another program has open for writing, instead of reading
+   * them unlocked: for a stack that a new layer is about to record (append).
+   */
+  requireLocks?: boolean;
   stack?: StackOptions;
 }
 
-/** A new ASIF layer (`type`), or an existing one (`existing: true`; its parent UUID is checked). */
+/** A new ASIF layer (`type`), or an existing one (`existing: true`; its parent is checked). */
 export type AppendSpec =
   | { path: string; type: LayerType; blockCount?: number; overwrite?: boolean }
   | { path: string; existing: true };
@@ -71,11 +78,21 @@ function describeLayer(layer: Layer): LayerInfo {
 }
 
 /** Opens a cache layer read-write if its file allows it, read-only otherwise. */
-async function openCacheCapable(path: string, readOnly: boolean): Promise<Layer> {
-  const layer = await openImage(path, { readOnly });
+async function openCacheCapable(spec: LayerSpec, readOnly: boolean, requireLock = false): Promise<Layer> {
+  const layer = await openImage(spec.path, { readOnly, format: spec.format, requireLock });
   if (!readOnly || layer.layerType !== 'cache') return layer;
   await layer.close();
-  return openImage(path, { readOnly: false }).catch(() => openImage(path, { readOnly: true }));
+  return openImage(spec.path, { readOnly: false, format: 'asif' }).catch(() => openImage(spec.path, { readOnly: true, format: 'asif' }));
+}
+
+/** Refuses a stack that lists one file twice (under two names or the same one). */
+async function refuseDuplicates(specs: readonly LayerSpec[]): Promise<void> {
+  for (const [i, spec] of specs.entries()) {
+    const earlier = await findSameFile(spec.path, specs.slice(0, i).map((s) => s.path));
+    if (earlier !== undefined) {
+      throw new IncompatibleStackingError(spec.path, earlier === spec.path ? 'is listed twice in the stack' : `is listed twice in the stack (also as ${earlier})`);
+    }
+  }
 }
 
 export class DiskImage {
@@ -92,22 +109,28 @@ export class DiskImage {
       blockSize: options.blockSize ?? 512,
       overwrite: options.overwrite ?? false,
     });
-    return DiskImage.open(options.path, { mode: 'readWrite', baseFormat: options.format });
+    return DiskImage.open({ path: options.path, format: options.format }, { mode: 'readWrite' });
   }
 
-  static async open(paths: string | readonly string[], options: OpenOptions = {}): Promise<DiskImage> {
-    const list = typeof paths === 'string' ? [paths] : [...paths];
-    if (list.length === 0) throw new RangeError('DiskImage.open needs at least one image');
+  /**
+   * Opens one image or a stack, bottom first. A string is a path as it is; a LayerSpec may
+   * name the format (otherwise the content is probed, and checked against the file's name).
+   */
+  static async open(sources: string | LayerSpec | ReadonlyArray<string | LayerSpec>, options: OpenOptions = {}): Promise<DiskImage> {
+    const specs = (Array.isArray(sources) ? sources : [sources]).map((s: string | LayerSpec) => toLayerSpec(s));
+    if (specs.length === 0) throw new RangeError('DiskImage.open needs at least one image');
+    await refuseDuplicates(specs);
     const mode = options.mode ?? 'readOnly';
     const layers: Layer[] = [];
     try {
-      for (const [i, path] of list.entries()) {
-        const top = i === list.length - 1;
+      for (const [i, spec] of specs.entries()) {
+        const top = i === specs.length - 1;
         const readOnly = !(top && mode === 'readWrite');
-        layers.push(i === 0 && options.baseFormat ? await openImage(path, { readOnly, format: options.baseFormat }) : await openCacheCapable(path, readOnly));
+        layers.push(await openCacheCapable(spec, readOnly, options.requireLocks));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';
-      checkChain(layers, mode === 'readWrite' && !(cacheTop && options.readOnlyWhenCacheTop));
+      const warnings = checkChain(await linksOf(layers), mode === 'readWrite' && !(cacheTop && options.readOnlyWhenCacheTop));
+      for (const w of warnings) options.onWarning?.(w);
     } catch (err) {
       await Promise.allSettled(layers.map((l) => l.close()));
       throw err;
@@ -162,10 +185,12 @@ export class DiskImage {
     const below = layers[layers.length - 1];
     let frozen = below;
     let added: Layer | null = null;
+    const already = await findSameFile(spec.path, layers.map((l) => l.path));
+    if (already !== undefined) throw new IncompatibleStackingError(spec.path, `is already a layer of this stack (${already})`);
     try {
       if ('existing' in spec) {
-        added = await openCacheCapable(spec.path, this.requestedMode === 'readOnly');
-        checkLink(below, added);
+        added = await openCacheCapable({ path: spec.path, format: 'asif' }, this.requestedMode === 'readOnly');
+        checkLink(await linkOf(below), await linkOf(added));
         if (added.layerType === 'cache' && layers.some((l) => l.layerType === 'cache')) {
           throw new IncompatibleStackingError(added.path, 'a stack takes one cache layer and it has one already');
         }
@@ -177,22 +202,22 @@ export class DiskImage {
         if (spec.type === 'cache' && blockCount !== below.size / below.blockSize) {
           throw new InvalidBlockCountError(spec.path, 'a cache layer has the size of the layer below it');
         }
-        // The new layer records the current UUID of the layer below; make it durable first.
+        // The new layer records the current identity of the layer below; make it durable first.
         if (!below.readOnly) await below.flush();
         await createImage(spec.path, {
           format: 'asif',
           blockCount,
-          blockSize: below.format === 'raw' ? 512 : (below.blockSize as BlockSize),
+          blockSize: below.format === 'asif' ? (below.blockSize as BlockSize) : 512,
           overwrite: spec.overwrite ?? false,
           layerType: spec.type,
-          parentUUID: below.format === 'raw' ? null : below.layerUUID,
+          ...(await parentRecordOf(below)),
         });
-        added = await openCacheCapable(spec.path, this.requestedMode === 'readOnly' && spec.type !== 'cache');
+        added = await openCacheCapable({ path: spec.path, format: 'asif' }, this.requestedMode === 'readOnly' && spec.type !== 'cache');
       }
-      if (!below.readOnly && below.layerType !== 'cache') {
+      if (!below.readOnly && below.layerType !== 'cache' && isWritableFormat(below.format)) {
         // Freeze the old top: from now on it is a lower layer and must never change.
         await below.close();
-        frozen = await openImage(below.path, { readOnly: true, format: below.format as ImageFormat });
+        frozen = await openImage(below.path, { readOnly: true, format: below.format });
       }
     } catch (err) {
       await added?.close().catch(() => undefined);

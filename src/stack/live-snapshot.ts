@@ -5,6 +5,7 @@
  */
 import { IncompatibleStackingError } from '../block/errors.js';
 import { createImage, openImage } from '../formats/open-image.js';
+import { parentRecordOf } from './chain.js';
 import type { Stack } from './stack.js';
 
 export async function appendLiveOverlay(stack: Stack, path: string): Promise<Stack> {
@@ -13,9 +14,9 @@ export async function appendLiveOverlay(stack: Stack, path: string): Promise<Sta
   await createImage(path, {
     format: 'asif',
     blockCount: top.size / top.blockSize,
-    blockSize: top.blockSize === 4096 ? 4096 : 512,
+    blockSize: top.format === 'asif' && top.blockSize === 4096 ? 4096 : 512,
     layerType: 'overlay',
-    parentUUID: top.format === 'raw' ? null : top.layerUUID,
+    ...(await parentRecordOf(top)),
   });
   const layer = await openImage(path, { readOnly: false, format: 'asif' });
   return stack.withTop(layer);

@@ -95,7 +95,8 @@ describe('stack commands of the CLI', () => {
 
     await ok(['convert', ...layers, '-O', p('flat.raw')]);
     expect((await fs.readFile(p('flat.raw'))).equals(model)).toBe(true);
-    await ok(['convert', ...layers, '-O', p('flat.asif'), '--format', 'asif']);
+    await ok(['convert', ...layers, '-O', p('flat.asif')]);
+    expect(await ok(['info', p('flat.asif'), '--json'])).toContain('"format": "asif"');
     await ok(['convert', p('flat.asif'), '-O', p('flat2.raw')]);
     expect((await fs.readFile(p('flat2.raw'))).equals(model)).toBe(true);
     expect((await cli(['check', p('flat.asif')])).code).toBe(0);

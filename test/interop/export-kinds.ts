@@ -248,7 +248,7 @@ export const stackKind: ExportKind = {
   async readBack(image, size) {
     // Flattened by the real CLI, as a user would.
     const out = `${image.paths[image.paths.length - 1]}.flat-${process.pid}-${Date.now()}.raw`;
-    const r = await runStackbd(['convert', ...image.paths, '-O', out, '--format', 'raw']);
+    const r = await runStackbd(['convert', ...image.paths, '-O', out, '--output-format', 'raw']);
     if (r.code !== 0) throw new Error(`stackbd convert ${image.paths.join(' ')} failed (exit ${r.code}):\n${r.stderr}`);
     try {
       const data = await fs.readFile(out);

@@ -26,7 +26,7 @@ import { openRaw, type RawImage } from '../../src/formats/raw.js';
 import { NbdClient, NbdRequestError } from '../../src/nbd/client.js';
 import { Export } from '../../src/server/export.js';
 import { NbdServer } from '../../src/server/server.js';
-import { checkChain } from '../../src/stack/chain.js';
+import { checkChain, linksOf } from '../../src/stack/chain.js';
 import { Stack } from '../../src/stack/stack.js';
 import { DiskModel, patternBytes, readSectors, type SectorMap } from '../formats/helpers/disk-model.js';
 import { MemFile, seededRandom } from '../formats/helpers/mem-file.js';
@@ -157,7 +157,7 @@ async function record(): Promise<Recording> {
   }
   // A base of its own: closing the server closes every layer of its stack.
   const layers = [await openRaw(basePath, { readOnly: true }), ...images];
-  checkChain(layers, true);
+  checkChain(await linksOf(layers), true);
   const exp = new Export(new Stack(layers), { name: 'vm', syncIntervalMs: 25, logger });
   const server = new NbdServer([exp], { logger });
   const address = await server.listenTcp('127.0.0.1', 0);
@@ -319,7 +319,7 @@ async function verifyCrash(rec: Recording, crash: CrashCase): Promise<string | n
       }
     }
     const layers = [raw, ...images];
-    checkChain(layers, false);
+    checkChain(await linksOf(layers), false);
     const stack = new Stack(layers, { readOnly: true });
     for (const [ws, we] of WINDOWS) {
       const bytes = Buffer.alloc(we - ws);

@@ -284,7 +284,7 @@ async function runCase(n: number, m: Mutation, tally: Tally): Promise<string[]> 
   // the file's exclusive lock and is refused while another process reads it, so it runs after.
   const [info, check] = await Promise.all([runCli(['info', base, overlay], TIME_LIMIT), runCli(['check', overlay], TIME_LIMIT)]);
   const serve = await startServe(['--export', `vm=${base},${overlay}`, '--sync-interval', '0'], TIME_LIMIT);
-  const problems = [...untidy(info, `${what}: info`, [0, 1]), ...untidy(check, `${what}: check`, [0, 1, 2])];
+  const problems = [...untidy(info, `${what}: info`, [0, 1]), ...untidy(check, `${what}: check`, [0, 1, 2, 3])];
   if (info.code !== 0) tally.infoFailed++;
   if (check.code === 2) tally.checkCorrupt++;
   if (serve.kind === 'exited') {

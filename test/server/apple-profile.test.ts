@@ -89,7 +89,7 @@ describe("Apple's client profile", () => {
       await image.close();
     }
     const check = await runStackbd(['check', overlay]);
-    expect(check.code, check.stdout).toBeLessThanOrEqual(1);
+    expect([0, 3], check.stdout).toContain(check.code);
     expect(createHash('sha256').update(await fs.readFile(base)).digest('hex')).toBe(baseHash);
   });
 });

@@ -36,7 +36,7 @@ describe('--config files', () => {
     ['an unknown field', { exports: [{ name: 'a', layers: ['x'] }], listn: [] }, /unknown field "listn"/],
     ['a name that is not a string', { exports: [{ name: 3, layers: ['x'] }] }, /exports\[0\]\.name must be a string/],
     ['no layers', { exports: [{ name: 'a', layers: [] }] }, /exports\[0\]\.layers must list at least one image/],
-    ['a layer that is not a string', { exports: [{ name: 'a', layers: [1] }] }, /exports\[0\]\.layers must be a list of non-empty strings/],
+    ['a layer that is not a string', { exports: [{ name: 'a', layers: [1] }] }, /exports\[0\]\.layers\[0\] must be a path or an object/],
     ['a duplicate name', { exports: [{ name: 'a', layers: ['x'] }, { name: 'a', layers: ['y'] }] }, /export "a" is defined twice/],
     ['readOnly not a boolean', { exports: [{ name: 'a', layers: ['x'], readOnly: 'yes' }] }, /readOnly must be true or false/],
     ['an unknown export field', { exports: [{ name: 'a', layers: ['x'], size: 3 }] }, /exports\[0\]: unknown field "size"/],

@@ -13,8 +13,8 @@
 import { v4 as uuidV4 } from 'uuid';
 import { InvalidBlockCountError, RequestError } from '../../block/errors.js';
 import type { BlockFile } from '../../io/block-file.js';
-import { openFdFile } from '../../io/fd-file.js';
-import type { LayerType } from '../layer.js';
+import { writeNewFile } from '../../io/new-file.js';
+import type { LayerType, ParentPin } from '../layer.js';
 import { markSectorsWritten } from './bitmap.js';
 import { encodeDirectory } from './directory.js';
 import { encodeHeader, uuidToBytes } from './header.js';
@@ -35,6 +35,8 @@ export interface CreateAsifOptions {
   overwrite?: boolean;
   layerType?: LayerType | null;
   parentUUID?: string | null;
+  /** For a layer over a RAW, foreign or remote base: what identifies that base (metadata.ts). */
+  parentPin?: ParentPin | null;
 }
 
 /**
@@ -53,16 +55,12 @@ interface BlankImage {
   readonly metadataChunk: number;
   readonly layerType: LayerType | null;
   readonly parentUUID: Uint8Array;
+  readonly parentPin: ParentPin | null;
 }
 
 export async function createAsif(path: string, options: CreateAsifOptions & AsifLayoutOptions): Promise<void> {
   const plan = planBlankImage(path, options);
-  const file = await openFdFile(path, { create: true, overwrite: options.overwrite ?? false });
-  try {
-    await writeBlankImage(file, plan);
-  } finally {
-    await file.close();
-  }
+  await writeNewFile(path, options.overwrite ?? false, (file) => writeBlankImage(file, plan));
 }
 
 /** Writes a new image into an empty BlockFile (tests use memory and recording files). */
@@ -99,7 +97,11 @@ function planBlankImage(path: string, options: CreateAsifOptions & AsifLayoutOpt
   const max = maxBlockCount(geometry, metadataChunk);
   const { blockCount } = options;
   if (!Number.isSafeInteger(blockCount) || blockCount <= 0 || blockCount > max) {
-    throw new InvalidBlockCountError(path, `block count ${blockCount} is not a whole number between 1 and ${max}`);
+    const bs = geometry.blockSize;
+    throw new InvalidBlockCountError(
+      path,
+      `${blockCount} blocks of ${bs} bytes (${blockCount * bs} bytes) is not a size ASIF can hold: 1 to ${max} blocks (${max * bs} bytes)`,
+    );
   }
   let parentUUID: Uint8Array = new Uint8Array(16);
   if (options.parentUUID) {
@@ -107,7 +109,10 @@ function planBlankImage(path: string, options: CreateAsifOptions & AsifLayoutOpt
     if (!bytes) throw new RequestError('EINVAL', `parent UUID ${JSON.stringify(options.parentUUID)} is not a UUID`);
     parentUUID = bytes;
   }
-  return { geometry, blockCount, metadataChunk, layerType: options.layerType ?? null, parentUUID };
+  if (options.parentPin && options.parentUUID) {
+    throw new RequestError('EINVAL', 'a layer records either the UUID of an ASIF parent or the pin of another parent, not both');
+  }
+  return { geometry, blockCount, metadataChunk, layerType: options.layerType ?? null, parentUUID, parentPin: options.parentPin ?? null };
 }
 
 async function writeBlankImage(file: BlockFile, plan: BlankImage): Promise<void> {
@@ -134,7 +139,7 @@ async function writeBlankImage(file: BlockFile, plan: BlankImage): Promise<void>
   writeEntry(table, meta.entryOffset, ChunkStatus.partial, metaChunk);
   writeBitmapChunk(table, meta.bitmapEntryOffset, bitmapChunk);
 
-  const metadata = encodeMetadata({ stableUUID: uuidV4(), layerType: plan.layerType });
+  const metadata = encodeMetadata({ stableUUID: uuidV4(), layerType: plan.layerType, parentPin: plan.parentPin });
   const slice = new Uint8Array(geo.sliceBytes);
   markSectorsWritten(slice, 0, Math.ceil(metadata.length / geo.blockSize));
 

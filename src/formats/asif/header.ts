@@ -224,6 +224,14 @@ export function withSectorCount(bytes: Buffer, sectorCount: number): Buffer {
   return b;
 }
 
+/** A copy of `bytes` with a new parent UUID (null: all zero, no ASIF parent). */
+export function withParentUUID(bytes: Buffer, parent: Uint8Array | null): Buffer {
+  const b = Buffer.from(bytes);
+  b.fill(0, At.parentUUID, At.parentUUID + 16);
+  if (parent) b.set(parent, At.parentUUID);
+  return b;
+}
+
 export function headerGuid(bytes: Buffer): string {
   return uuidToString(bytes.subarray(At.guid, At.guid + 16));
 }

@@ -22,22 +22,31 @@
  * Requests may run concurrently (the caller orders only overlapping writes); `truncate` and
  * `close` expect no other request in flight.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { v4 as uuidV4 } from 'uuid';
 import { InvalidBlockCountError, RequestError } from '../../block/errors.js';
 import { pushRun, type Run, type RunState } from '../../block/runs.js';
 import type { BlockFile } from '../../io/block-file.js';
-import type { Layer, LayerType, WriteOptions, ZeroOptions } from '../layer.js';
+import type { Layer, LayerType, ParentPin, WriteOptions, ZeroOptions } from '../layer.js';
 import type { ChunkAllocator } from './allocator.js';
 import { isSectorWritten, isSliceFull, markSectorsWritten } from './bitmap.js';
-import { headerGuid, headerParentUUID, uuidToBytes, withGuid, withSectorCount } from './header.js';
+import { headerGuid, headerParentUUID, uuidToBytes, withGuid, withParentUUID, withSectorCount } from './header.js';
 import { ChunkStatus, maxBlockCount } from './layout.js';
 import type { LoadedMap } from './load.js';
 import { KeyedLock } from './locks.js';
 import { MapStore } from './map-store.js';
-import type { AsifMetadata } from './metadata.js';
+import { decodeMetadata, encodeMetadata, type AsifMetadata } from './metadata.js';
+import { throwingSink } from './problems.js';
 
 export interface AsifOpenOptions {
   readOnly?: boolean;
+  /** Read-only: refuse an image that another program has open for writing (see io/image-lock.ts). */
+  requireLock?: boolean;
+  /**
+   * Never rotate the layer UUID, because the writes will not change what the image reads as
+   * in its stack (rebase copies into an overlay exactly what its old base showed there).
+   */
+  keepLayerUUID?: boolean;
   /** Memory for clean bitmap slices (default 4 MiB). */
   bitmapCacheBytes?: number;
   /** Memory for changed slices; writers wait for a flush beyond it (default 8 MiB). */
@@ -77,11 +86,12 @@ export class AsifImage implements Layer {
   readonly chunkSize: number;
   readonly stableUUID: string;
   readonly layerType: LayerType | null;
-  readonly parentUUID: string | null;
   private readonly store: MapStore;
+  private metadata: AsifMetadata;
   private readonly provisional = new Map<number, Provisional>();
   private readonly sectorLocks = new KeyedLock();
   private readonly maxBlocks: number;
+  private readonly metadataChunk: number;
   private readonly dirtyLimit: number;
   private header: Buffer;
   private sectorCount: number;
@@ -104,10 +114,12 @@ export class AsifImage implements Layer {
     this.header = loaded.header.bytes;
     this.sectorCount = loaded.header.sectorCount;
     this.uuid = headerGuid(this.header);
-    this.parentUUID = headerParentUUID(this.header);
     this.stableUUID = metadata.stableUUID;
     this.layerType = metadata.layerType;
+    this.metadata = metadata;
+    this.rotated = options.keepLayerUUID ?? false;
     this.maxBlocks = maxBlockCount(geo, loaded.header.metadataChunk);
+    this.metadataChunk = loaded.header.metadataChunk;
     const perSlice = geo.sliceBytes + SLICE_OVERHEAD;
     this.dirtyLimit = Math.max(1, Math.floor((options.dirtyBitmapBytes ?? DEFAULT_DIRTY_BYTES) / perSlice));
     this.store = new MapStore(file, loaded, allocator, loaded.header.metadataChunk, {
@@ -133,6 +145,61 @@ export class AsifImage implements Layer {
 
   get layerUUID(): string {
     return this.uuid;
+  }
+
+  get parentUUID(): string | null {
+    return headerParentUUID(this.header);
+  }
+
+  /** What this layer recorded of a RAW, foreign or remote parent (null over ASIF, or when made by another tool). */
+  get parentPin(): ParentPin | null {
+    return this.metadata.parentPin;
+  }
+
+  /**
+   * Records a new parent (rebase): the UUID of an ASIF parent in the header, or the pin of any
+   * other parent in the metadata. The metadata goes to a new chunk that replaces the old one
+   * in the map only once it is on disk, so a crash leaves the old or the new record, never a
+   * torn one. Written and synced before this resolves; the layer UUID does not change.
+   */
+  async recordParent(parentUUID: string | null, parentPin: ParentPin | null): Promise<void> {
+    this.checkWritable();
+    const parentBytes = parentUUID === null ? null : uuidToBytes(parentUUID);
+    if (parentUUID !== null && !parentBytes) throw new RequestError('EINVAL', `parent UUID ${JSON.stringify(parentUUID)} is not a UUID`);
+    await this.tracked(async () => {
+      if (!isDeepStrictEqual(parentPin, this.metadata.parentPin)) await this.rewriteMetadata({ ...this.metadata, parentPin });
+      if (parentUUID !== this.parentUUID) {
+        const next = withParentUUID(this.header, parentBytes);
+        await this.file.write(next, 0);
+        await this.store.sync();
+        this.header = next;
+      }
+    });
+  }
+
+  private async rewriteMetadata(meta: AsifMetadata): Promise<void> {
+    const C = this.chunkSize;
+    const logical = this.metadataChunk;
+    const encoded = encodeMetadata({ stableUUID: meta.stableUUID, layerType: meta.layerType, parentPin: meta.parentPin, keep: meta.plist });
+    if (encoded.length > C) throw new RequestError('EINVAL', `${this.path}: the metadata would not fit in one chunk`);
+    const chunk = this.allocator.allocate();
+    const whole = Buffer.alloc(C);
+    encoded.copy(whole);
+    try {
+      await this.file.write(whole, chunk * C);
+    } catch (err) {
+      this.allocator.release(chunk);
+      throw err;
+    }
+    const status = this.store.status(logical);
+    if (status === ChunkStatus.full || status === ChunkStatus.partial) {
+      this.allocator.retire(this.store.chunk(logical));
+      this.store.dropSlice(logical);
+    }
+    this.store.setEntry(logical, ChunkStatus.full, chunk);
+    await this.store.flush();
+    const reread = decodeMetadata(encoded, 'metadata', throwingSink(this.path));
+    if (reread) this.metadata = reread;
   }
 
   /** Children of an ASIF layer record its layer UUID, not a pin. */

@@ -17,7 +17,7 @@ export { checkAsif, checkAsifFile, type AsifCheckReport, type ChunkStateCounts }
 export type { SectorStateCounts } from './bitmap.js';
 
 export async function openAsif(path: string, options: AsifOpenOptions = {}): Promise<AsifImage> {
-  const file = await openFdFile(path, { readOnly: options.readOnly ?? false });
+  const file = await openFdFile(path, { readOnly: options.readOnly ?? false, requireLock: options.requireLock });
   try {
     return await openAsifFile(file, options);
   } catch (err) {

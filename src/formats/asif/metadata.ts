@@ -4,7 +4,10 @@
  * - Stores: a 0x200-byte `meta` header (magic, version 1, header size 0x200, 0, 0x200), then an
  *   XML property list padded with NUL bytes: `internal metadata` → `stable uuid` (and, ours, an
  *   optional `layer type` of `cache` or `overlay`), plus a `user metadata` dict.
- * - States: absent `layer type` = standalone image; `cache` / `overlay` = a layer.
+ * - States: absent `layer type` = standalone image; `cache` / `overlay` = a layer. A layer whose
+ *   parent is not ASIF (RAW, foreign or remote) records what identifies that parent (its pin,
+ *   see ParentPin in ../layer.ts) under `user metadata` → `com.stackbd.parent`: a key of ours
+ *   where DiskImageKit keeps user keys, so Apple's tools read the image as before.
  * - Invariants: the plist we write has Apple's exact shape (tab indents, top-level dict not
  *   indented, trailing newline), so a standalone image is byte-compatible with Apple's blank
  *   layout; keys we do not know are kept when we parse; text reaches the plist parser only
@@ -12,16 +15,21 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { build, parse, type PlistValue } from 'plist';
-import type { LayerType } from '../layer.js';
+import type { LayerType, ParentPin } from '../layer.js';
 import { META_HEADER_BYTES, META_MAGIC, META_VERSION } from './layout.js';
 import { hex, type ProblemSink } from './problems.js';
 import { xmlProblem } from './xml-guard.js';
 
 type PlistDict = { [key: string]: PlistValue };
 
+/** The user metadata key under which a layer records its non-ASIF parent's pin. */
+export const PARENT_PIN_KEY = 'com.stackbd.parent';
+
 export interface AsifMetadata {
   readonly stableUUID: string;
   readonly layerType: LayerType | null;
+  /** What identifies the parent, for a layer over a RAW, foreign or remote base; null otherwise. */
+  readonly parentPin: ParentPin | null;
   /** The whole parsed plist, kept as read. */
   readonly plist: PlistDict;
 }
@@ -29,15 +37,24 @@ export interface AsifMetadata {
 export interface NewMetadata {
   readonly stableUUID: string;
   readonly layerType: LayerType | null;
+  readonly parentPin?: ParentPin | null;
+  /** The plist of an existing image, whose other keys are kept (rebase rewrites the pin). */
+  readonly keep?: PlistDict;
 }
 
-/** The bytes at the start of a new metadata chunk: the `meta` header and the plist. */
+/** The bytes at the start of a metadata chunk: the `meta` header and the plist. */
 export function encodeMetadata(meta: NewMetadata): Buffer {
-  const internal: PlistDict = {};
-  // Keys in sorted order, as Apple's property list writer emits them.
+  const kept = meta.keep ?? {};
+  const internal: PlistDict = isDict(kept['internal metadata']) ? { ...kept['internal metadata'] } : {};
+  const user: PlistDict = isDict(kept['user metadata']) ? { ...kept['user metadata'] } : {};
+  delete internal['layer type'];
   if (meta.layerType) internal['layer type'] = meta.layerType;
   internal['stable uuid'] = meta.stableUUID;
-  const text = Buffer.from(applePlistText({ 'internal metadata': internal, 'user metadata': {} }), 'utf8');
+  delete user[PARENT_PIN_KEY];
+  if (meta.parentPin) user[PARENT_PIN_KEY] = { ...meta.parentPin };
+  // Keys in sorted order, as Apple's property list writer emits them.
+  const plist: PlistDict = { ...kept, 'internal metadata': sortedKeys(internal), 'user metadata': sortedKeys(user) };
+  const text = Buffer.from(applePlistText(sortedKeys(plist)), 'utf8');
   const header = Buffer.alloc(META_HEADER_BYTES);
   header.writeUInt32BE(META_MAGIC, 0);
   header.writeUInt32BE(META_VERSION, 4);
@@ -106,7 +123,31 @@ export function decodeMetadata(chunk: Buffer, where: string, sink: ProblemSink):
     sink.unsupported(`${where}: unknown layer type ${JSON.stringify(layerType)}`);
     return null;
   }
-  return { stableUUID, layerType: layerType ?? null, plist };
+  const user = plist['user metadata'];
+  const recorded = isDict(user) ? user[PARENT_PIN_KEY] : undefined;
+  let parentPin: ParentPin | null = null;
+  if (recorded !== undefined) {
+    parentPin = pinOf(recorded);
+    if (!parentPin) {
+      sink.corrupt(`${where}: 'user metadata' → '${PARENT_PIN_KEY}' is not a dictionary of strings and numbers`);
+      return null;
+    }
+  }
+  return { stableUUID, layerType: layerType ?? null, parentPin, plist };
+}
+
+function pinOf(value: PlistValue): ParentPin | null {
+  if (!isDict(value) || Object.keys(value).length === 0) return null;
+  const pin: Record<string, string | number> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (typeof v !== 'string' && typeof v !== 'number') return null;
+    pin[key] = v;
+  }
+  return pin;
+}
+
+function sortedKeys(dict: PlistDict): PlistDict {
+  return Object.fromEntries(Object.keys(dict).sort().map((k) => [k, dict[k]]));
 }
 
 function isDict(value: PlistValue | undefined): value is PlistDict {

@@ -1,0 +1,33 @@
+/**
+ * How commands name images: positional paths, bottom first, each optionally prefixed with its
+ * format (`raw:disk.img`), and `-f FORMAT` for the first (the base) as qemu-img's `-f`. Layers
+ * above the base are ASIF, whatever they are named; a format is never guessed into RAW for a
+ * file whose name promises another format (see src/formats/probe.ts).
+ */
+import type { Options } from 'yargs';
+import type { ImageFormat } from '../formats/layer.js';
+import { IMAGE_FORMATS, parseLayerSpec, type LayerSpec } from '../stack/layer-spec.js';
+import { UsageError } from './usage-error.js';
+
+export const FORMAT_OPTION: Options = {
+  alias: 'f',
+  choices: IMAGE_FORMATS,
+  describe: 'format of the first image (the base), instead of probing; other layers take a FORMAT: prefix, e.g. raw:disk.img',
+};
+
+export function imageSpecs(images: readonly string[], format?: ImageFormat): LayerSpec[] {
+  const specs = images.map(parseLayerSpec);
+  if (format && specs.length > 0) {
+    const first = specs[0];
+    if (first.format && first.format !== format) {
+      throw new UsageError(`-f ${format} and the prefix of ${images[0]} name two different formats`);
+    }
+    specs[0] = { ...first, format };
+  }
+  return specs;
+}
+
+/** A warning on stderr: the command goes on. */
+export function printWarning(message: string): void {
+  process.stderr.write(`stackbd: warning: ${message}\n`);
+}
