@@ -3,6 +3,7 @@ import type { Layer, LayerDetails, ParentPin } from '../formats/layer.js';
 import { AsifImage } from '../formats/asif/index.js';
 import { openImage } from '../formats/open-image.js';
 import { checkChain, linksOf } from '../stack/chain.js';
+import { refuseDuplicates } from '../stack/disk-image.js';
 import type { LayerSpec } from '../stack/layer-spec.js';
 
 export interface LayerReport {
@@ -52,6 +53,7 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
 
 /** Opens every file read-only; runs `use` with them; closes them whatever happens. */
 export async function withLayers<T>(specs: readonly LayerSpec[], use: (layers: Layer[]) => Promise<T>): Promise<T> {
+  await refuseDuplicates(specs);
   const layers: Layer[] = [];
   try {
     for (const spec of specs) layers.push(await openImage(spec.path, { readOnly: true, format: spec.format }));

@@ -22,6 +22,12 @@ import { serveCommand } from './serve.js';
 import { truncateCommand } from './truncate.js';
 import { CommandFailed, UsageError } from './usage-error.js';
 
+/** The exit statuses, as the README's table gives them. */
+const EXIT_CODES = [
+  'Exit status: 0 done; 1 failed (the one line on stderr says why); 2 usage mistake.',
+  'check: 0 clean; 1 the check could not be completed; 2 corruption found; 3 leaked chunks only (harmless).',
+].join('\n');
+
 function packageVersion(): string {
   const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
@@ -53,13 +59,17 @@ export async function main(argv: string[]): Promise<void> {
     .command(ctlCommand)
     .command(probeCommand)
     .demandCommand(1, 'name a command (see --help)')
+    .recommendCommands()
     .strict()
+    .epilogue(EXIT_CODES)
     .version(packageVersion())
     .help()
     .alias('h', 'help')
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((message, err) => {
       if (err) throw err;
+      // yargs says only "Did you mean X?" for a misspelt command: name what was typed.
+      if (message.startsWith('Did you mean')) throw new UsageError(`unknown command "${argv[0]}". ${message}`);
       throw new UsageError(message);
     });
   try {

@@ -40,7 +40,7 @@ export function parseListenAddress(text: string): TcpAddress {
       }
     }
   }
-  if (host.trim() === '' || host === '*') {
+  if (host.trim() === '' || host === '*' || /[[\]]/.test(host)) {
     throw new UsageError(`--listen ${text}: no host; write 0.0.0.0:PORT or [::]:PORT to listen on every interface, or a host such as 127.0.0.1`);
   }
   if (WILDCARDS.has(host) && !portGiven) {

@@ -11,7 +11,7 @@ import { CommandFailed, UsageError } from './usage-error.js';
 interface ProbeArgs {
   uri: string;
   json: boolean;
-  timeout: number;
+  timeout: string;
 }
 
 async function probe(args: ProbeArgs): Promise<unknown> {
@@ -40,11 +40,15 @@ export const probeCommand: CommandModule<object, ProbeArgs> = {
     y
       .positional('uri', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', default: false })
-      .option('timeout', { type: 'number', default: 5, describe: 'seconds before giving up' }) as unknown as Argv<ProbeArgs>,
+      .option('timeout', { type: 'string', default: '5', describe: 'seconds before giving up' }) as unknown as Argv<ProbeArgs>,
   handler: async (args) => {
+    const seconds = Number(args.timeout);
+    if (args.timeout.trim() === '' || !Number.isFinite(seconds) || seconds <= 0) {
+      throw new UsageError(`--timeout ${JSON.stringify(args.timeout)} is not a number of seconds above 0`);
+    }
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new CommandFailed(`${args.uri}: no answer within ${args.timeout} s`)), args.timeout * 1000);
+      timer = setTimeout(() => reject(new CommandFailed(`${args.uri}: no answer within ${args.timeout} s`)), seconds * 1000);
     });
     try {
       const result = await Promise.race([probe(args), timeout]).catch((err: unknown) => {

@@ -86,7 +86,7 @@ async function openCacheCapable(spec: LayerSpec, readOnly: boolean, requireLock 
 }
 
 /** Refuses a stack that lists one file twice (under two names or the same one). */
-async function refuseDuplicates(specs: readonly LayerSpec[]): Promise<void> {
+export async function refuseDuplicates(specs: readonly LayerSpec[]): Promise<void> {
   for (const [i, spec] of specs.entries()) {
     const earlier = await findSameFile(spec.path, specs.slice(0, i).map((s) => s.path));
     if (earlier !== undefined) {

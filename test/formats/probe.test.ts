@@ -49,6 +49,36 @@ describe('probeFormat', () => {
   });
 });
 
+describe('names against content', () => {
+  it('refuses a file whose name promises another format than its content shows, naming both', async () => {
+    const damaged = file('damaged.asif', 'not an asif header');
+    await expect(openImage(damaged)).rejects.toThrow(/the name says ASIF but the content does not match \(it has no ASIF header and would read as RAW\)/);
+    const qcowNamedRaw = file('disk.raw', Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]));
+    await expect(openImage(qcowNamedRaw)).rejects.toBeInstanceOf(UnsupportedFormatError);
+    const asifNamedQcow = tmp('asif-named.qcow2');
+    await createAsif(asifNamedQcow, { blockCount: 100 });
+    await expect(openImage(asifNamedQcow)).rejects.toThrow(/the name says qcow2 but the content does not match \(it is ASIF\)/);
+    // Naming the format is believed; a name without a known ending says nothing.
+    await (await openImage(damaged, { format: 'raw', readOnly: true })).close();
+    await (await openImage(file('plain.img', 'data'), { readOnly: true })).close();
+  });
+
+  it('a probed RAW image refuses a known magic in its first sector; one opened as named RAW takes it', async () => {
+    const path = file('guarded.img', 'data', 8192);
+    const probed = await openImage(path);
+    const magic = Buffer.alloc(512);
+    magic.write('shdw', 0, 'latin1');
+    await expect(probed.write(magic, 0)).rejects.toThrow(/ASIF header in the first sector/);
+    await expect(probed.write(Buffer.from('QFI\xfb', 'latin1'), 0)).rejects.toThrow(/qcow2/);
+    await probed.write(Buffer.from('sh'), 0);
+    await probed.write(Buffer.alloc(512, 1), 512);
+    await probed.close();
+    const named = await openImage(path, { format: 'raw' });
+    await named.write(magic, 0);
+    await named.close();
+  });
+});
+
 describe('openImage and createImage', () => {
   it('create and open both formats; an explicit format skips probing', async () => {
     const asif = tmp('made.asif');

@@ -11,9 +11,9 @@ export interface CommandResult {
   stderr: string;
 }
 
-export async function runCommand(cmd: string, args: string[], timeoutMs = 60_000): Promise<CommandResult> {
+export async function runCommand(cmd: string, args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<CommandResult> {
   try {
-    const { stdout, stderr } = await run(cmd, args, { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+    const { stdout, stderr } = await run(cmd, args, { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, env: env ? { ...process.env, ...env } : undefined });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number | string; stdout?: string; stderr?: string };
@@ -21,7 +21,7 @@ export async function runCommand(cmd: string, args: string[], timeoutMs = 60_000
   }
 }
 
-/** The built `stackbd` CLI with these arguments. */
-export function runStackbd(args: string[], timeoutMs?: number): Promise<CommandResult> {
-  return runCommand(process.execPath, [STACKBD_BIN, ...args], timeoutMs);
+/** The built `stackbd` CLI with these arguments (and extra environment variables). */
+export function runStackbd(args: string[], timeoutMs?: number, env?: NodeJS.ProcessEnv): Promise<CommandResult> {
+  return runCommand(process.execPath, [STACKBD_BIN, ...args], timeoutMs, env);
 }

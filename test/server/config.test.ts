@@ -5,6 +5,17 @@ import { ConfigError, parseConfig } from '../../src/server/config.js';
 const FILE = '/etc/stackbd/config.json';
 
 describe('--config files', () => {
+  it('takes a format per layer, as a prefix or an object, and keeps it through the path resolution', () => {
+    const config = parseConfig(
+      JSON.stringify({ exports: [{ name: 'vm', layers: ['raw:disk.img', { path: 'vm.asif', format: 'asif' }, { path: '/x/y.asif' }] }] }),
+      FILE,
+    );
+    expect(config.exports[0].layers).toEqual(['raw:/etc/stackbd/disk.img', 'asif:/etc/stackbd/vm.asif', '/x/y.asif']);
+    expect(() => parseConfig(JSON.stringify({ exports: [{ name: 'vm', layers: [{ path: 'a', format: 'vmdk' }] }] }), FILE)).toThrow(
+      /exports\[0\]\.layers\[0\]\.format must be one of raw, asif/,
+    );
+  });
+
   it('parses exports and listeners and resolves paths against the file', () => {
     const config = parseConfig(
       JSON.stringify({
