@@ -12,6 +12,7 @@ interface AppendArgs {
   new: string;
   type: 'overlay' | 'cache';
   size?: string;
+  'cache-max-size'?: string;
   force: boolean;
 }
 
@@ -25,6 +26,10 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
       .option('new', { type: 'string', demandOption: true, describe: 'file of the new layer' })
       .option('type', { choices: ['overlay', 'cache'] as const, default: 'overlay' as const })
       .option('size', { type: 'string', describe: 'size of a new overlay (default: the size of the layer below)' })
+      .option('cache-max-size', {
+        type: 'string',
+        describe: 'a cache layer keeps at most this much data, giving up the least recently used first (default: no limit)',
+      })
       .option('force', {
         type: 'boolean',
         default: false,
@@ -42,7 +47,10 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
         if (bytes % image.blockSize !== 0 || bytes === 0) throw new UsageError(`--size ${args.size} is not a whole number of ${image.blockSize}-byte blocks`);
         blockCount = bytes / image.blockSize;
       }
-      stacked = await image.appending({ path: args.new, type: args.type, blockCount, overwrite: args.force }).catch((err: unknown) => {
+      const limit = args['cache-max-size'];
+      if (limit !== undefined && args.type !== 'cache') throw new UsageError('--cache-max-size is for --type cache');
+      const cacheLimit = limit === undefined ? undefined : parseSize(limit, '--cache-max-size');
+      stacked = await image.appending({ path: args.new, type: args.type, blockCount, overwrite: args.force, cacheLimit }).catch((err: unknown) => {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.new} already exists: add --force to replace it`);
         throw err;
       });

@@ -14,7 +14,7 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     label: 'ASIF',
     extensions: ['.asif'],
     detect: (p) => startsWith(p.head, 'shdw'),
-    open: (path, o) => openAsif(path, { readOnly: o.readOnly, requireLock: o.requireLock }),
+    open: (path, o) => openAsif(path, { readOnly: o.readOnly, requireLock: o.requireLock, cacheLimit: o.cacheLimit }),
   },
   { name: 'qcow2', label: 'qcow2', extensions: ['.qcow2', '.qcow'], detect: (p) => startsWith(p.head, QCOW_MAGIC) },
   { name: 'vhdx', label: 'VHDX', extensions: ['.vhdx'], detect: (p) => startsWith(p.head, 'vhdxfile') },

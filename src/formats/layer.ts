@@ -86,6 +86,12 @@ export interface Layer {
    * `absent` read as zeros.
    */
   read(buf: Buffer, offset: number): Promise<void>;
+  /**
+   * `map` and `read` in one lookup, for layers whose map can change while they are read (a
+   * bounded cache gives chunks up): reads the data runs into `buf`, fills the zero runs with
+   * zeros, leaves the absent runs as they were, and returns the runs as `map` would.
+   */
+  readRuns?(buf: Buffer, offset: number): Promise<Run[]>;
   write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void>;
   /** Afterwards the range reads as zeros from this layer and hides everything below it. */
   zero(offset: number, length: number, options?: ZeroOptions): Promise<void>;

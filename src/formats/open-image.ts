@@ -16,6 +16,8 @@ export interface OpenImageOptions {
   format?: ImageFormat;
   /** Read-only: refuse a file another program has open for writing. */
   requireLock?: boolean;
+  /** A cache layer's bound on its data in bytes, instead of the one it records. */
+  cacheLimit?: number;
 }
 
 export async function openImage(path: string, options: OpenImageOptions = {}): Promise<Layer> {
@@ -23,12 +25,12 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   if (options.format) {
     const entry = formatEntry(options.format);
     if (!entry?.open) throw new UnsupportedFormatError(path, `format ${options.format} cannot be opened`);
-    return entry.open(path, { readOnly, probed: false, requireLock: options.requireLock });
+    return entry.open(path, { readOnly, probed: false, requireLock: options.requireLock, cacheLimit: options.cacheLimit });
   }
   const entry = await probeEntry(path);
   if (!entry.open) throw new UnsupportedFormatError(path, `this is a ${entry.label} image, which stackbd does not read`);
   checkNameAgainstContent(path, entry);
-  return entry.open(path, { readOnly, probed: true, requireLock: options.requireLock });
+  return entry.open(path, { readOnly, probed: true, requireLock: options.requireLock, cacheLimit: options.cacheLimit });
 }
 
 export function isWritableFormat(format: string): format is WritableFormat {
@@ -49,11 +51,12 @@ export async function createImage(path: string, options: CreateImageOptions): Pr
       layerType: options.layerType ?? null,
       parentUUID: options.parentUUID ?? null,
       parentPin: options.parentPin ?? null,
+      cacheLimit: options.cacheLimit ?? null,
     });
     return;
   }
   // RAW: a plain sparse file of blockCount × blockSize bytes; it cannot be a layer.
-  if (options.layerType || options.parentUUID || options.parentPin) {
+  if (options.layerType || options.parentUUID || options.parentPin || options.cacheLimit) {
     throw new IncompatibleStackingError(path, 'a RAW image cannot be a layer (it has no layer type or UUIDs)');
   }
   const blockSize = options.blockSize ?? 512;

@@ -28,6 +28,8 @@ export interface OpenFormatOptions {
   probed: boolean;
   /** Read-only: refuse a file another program has open for writing, instead of reading it unlocked. */
   requireLock?: boolean;
+  /** A cache layer's bound on its data in bytes, instead of the one it records (ASIF only). */
+  cacheLimit?: number;
 }
 
 export interface FormatEntry {

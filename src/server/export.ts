@@ -44,7 +44,7 @@ export class Export {
     this.name = options.name;
     this.description = options.description ?? '';
     const interval = options.syncIntervalMs ?? 0;
-    this.timer = interval > 0 && !stack.readOnly ? setInterval(() => void this.syncIfDirty('timer'), interval) : null;
+    this.timer = interval > 0 && (!stack.readOnly || stack.hasCache) ? setInterval(() => void this.syncIfDirty('timer'), interval) : null;
     this.timer?.unref();
   }
 
@@ -185,7 +185,8 @@ export class Export {
   /** Syncs if anything was written since the last sync; concurrent calls share one sync. */
   syncIfDirty(reason: string): Promise<void> {
     if (this.syncing) return this.syncing;
-    if (!this.dirty || this.closed) return Promise.resolve();
+    // Cache fills are not client writes, but a restart should find them: the timer syncs them too.
+    if ((!this.dirty && !this.stack.cacheDirty) || this.closed) return Promise.resolve();
     this.dirty = false;
     const started = performance.now();
     this.syncing = this.stack

@@ -45,12 +45,14 @@ export interface OpenOptions {
    * them unlocked: for a stack that a new layer is about to record (append).
    */
   requireLocks?: boolean;
+  /** Bound the cache layer's data to this many bytes, instead of the limit it records. */
+  cacheLimit?: number;
   stack?: StackOptions;
 }
 
 /** A new ASIF layer (`type`), or an existing one (`existing: true`; its parent is checked). */
 export type AppendSpec =
-  | { path: string; type: LayerType; blockCount?: number; overwrite?: boolean }
+  | { path: string; type: LayerType; blockCount?: number; overwrite?: boolean; cacheLimit?: number }
   | { path: string; existing: true };
 
 export interface LayerInfo {
@@ -78,11 +80,11 @@ function describeLayer(layer: Layer): LayerInfo {
 }
 
 /** Opens a cache layer read-write if its file allows it, read-only otherwise. */
-async function openCacheCapable(spec: LayerSpec, readOnly: boolean, requireLock = false): Promise<Layer> {
-  const layer = await openImage(spec.path, { readOnly, format: spec.format, requireLock });
+async function openCacheCapable(spec: LayerSpec, readOnly: boolean, requireLock = false, cacheLimit?: number): Promise<Layer> {
+  const layer = await openImage(spec.path, { readOnly, format: spec.format, requireLock, cacheLimit });
   if (!readOnly || layer.layerType !== 'cache') return layer;
   await layer.close();
-  return openImage(spec.path, { readOnly: false, format: 'asif' }).catch(() => openImage(spec.path, { readOnly: true, format: 'asif' }));
+  return openImage(spec.path, { readOnly: false, format: 'asif', cacheLimit }).catch(() => openImage(spec.path, { readOnly: true, format: 'asif' }));
 }
 
 /** Refuses a stack that lists one file twice (under two names or the same one). */
@@ -126,7 +128,7 @@ export class DiskImage {
       for (const [i, spec] of specs.entries()) {
         const top = i === specs.length - 1;
         const readOnly = !(top && mode === 'readWrite');
-        layers.push(await openCacheCapable(spec, readOnly, options.requireLocks));
+        layers.push(await openCacheCapable(spec, readOnly, options.requireLocks, options.cacheLimit));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';
       const warnings = checkChain(await linksOf(layers), mode === 'readWrite' && !(cacheTop && options.readOnlyWhenCacheTop));
@@ -210,6 +212,7 @@ export class DiskImage {
           blockSize: below.format === 'asif' ? (below.blockSize as BlockSize) : 512,
           overwrite: spec.overwrite ?? false,
           layerType: spec.type,
+          cacheLimit: spec.type === 'cache' ? (spec.cacheLimit ?? null) : null,
           ...(await parentRecordOf(below)),
         });
         added = await openCacheCapable({ path: spec.path, format: 'asif' }, this.requestedMode === 'readOnly' && spec.type !== 'cache');

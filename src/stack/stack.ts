@@ -45,6 +45,8 @@ export class Stack {
   readonly readOnly: boolean;
   private readonly cacheIndex: number;
   private readonly pendingFills = new Set<Promise<void>>();
+  /** Fills written into the cache layer since the last flush (the export's timer syncs them). */
+  private fillsSinceFlush = 0;
   readonly cacheStats: CacheStats;
 
   constructor(
@@ -102,6 +104,7 @@ export class Stack {
       found.push({ offset: offset + inside, length: buf.length - inside, state: 'zero' });
     }
     if (inside === 0) return;
+    if (layer.readRuns) return this.readLevelOnce(level, layer.readRuns.bind(layer), inside === buf.length ? buf : buf.subarray(0, inside), offset, found);
     const runs = await layer.map(offset, inside);
     if (level === this.cacheIndex) this.countCache(runs);
     if (runs.length === 1 && runs[0].state === 'data') {
@@ -125,6 +128,29 @@ export class Stack {
       }
     }
     await Promise.all(work);
+  }
+
+  /** A level whose layer reads and maps in one lookup; only what it does not hold is read below. */
+  private async readLevelOnce(level: number, readRuns: (buf: Buffer, offset: number) => Promise<Run[]>, buf: Buffer, offset: number, found: Run[]): Promise<void> {
+    const runs = await readRuns(buf, offset);
+    if (level === this.cacheIndex) this.countCache(runs);
+    const below: Promise<void>[] = [];
+    for (const run of runs) {
+      if (run.state !== 'absent') {
+        found.push(run);
+        continue;
+      }
+      const part = buf.subarray(run.offset - offset, run.offset - offset + run.length);
+      if (level === 0) {
+        part.fill(0);
+        found.push({ offset: run.offset, length: run.length, state: 'zero' });
+      } else if (level === this.cacheIndex && !this.layers[level].readOnly) {
+        below.push(this.readBelowCache(level, part, run.offset, found));
+      } else {
+        below.push(this.readLevel(level - 1, part, run.offset, found));
+      }
+    }
+    await Promise.all(below);
   }
 
   private countCache(runs: readonly Run[]): void {
@@ -151,6 +177,7 @@ export class Stack {
       const copy = Buffer.from(part.subarray(start - offset, end - offset));
       const fill = cache.write(copy, start).catch((err: unknown) => this.options.onCacheFillError?.(err));
       this.pendingFills.add(fill);
+      this.fillsSinceFlush++;
       void fill.finally(() => this.pendingFills.delete(fill));
     }
   }
@@ -239,9 +266,15 @@ export class Stack {
     if (end > start) await this.top.discard(start, end - start, options);
   }
 
+  /** True when the cache layer took fills that no flush has made durable yet. */
+  get cacheDirty(): boolean {
+    return this.fillsSinceFlush > 0;
+  }
+
   /** Makes every completed write durable: the top layer, and the cache's fills. */
   async flush(): Promise<void> {
     await this.settleFills();
+    this.fillsSinceFlush = 0;
     const work: Promise<void>[] = [];
     // A read-only stack can still have a writable cache on top (its fills).
     if (!this.top.readOnly) work.push(this.top.flush());

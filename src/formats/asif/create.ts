@@ -37,6 +37,8 @@ export interface CreateAsifOptions {
   parentUUID?: string | null;
   /** For a layer over a RAW, foreign or remote base: what identifies that base (metadata.ts). */
   parentPin?: ParentPin | null;
+  /** For a cache layer: the most bytes of data it keeps (least recently used chunks go first). */
+  cacheLimit?: number | null;
 }
 
 /**
@@ -56,6 +58,7 @@ interface BlankImage {
   readonly layerType: LayerType | null;
   readonly parentUUID: Uint8Array;
   readonly parentPin: ParentPin | null;
+  readonly cacheLimit: number | null;
 }
 
 export async function createAsif(path: string, options: CreateAsifOptions & AsifLayoutOptions): Promise<void> {
@@ -112,7 +115,14 @@ function planBlankImage(path: string, options: CreateAsifOptions & AsifLayoutOpt
   if (options.parentPin && options.parentUUID) {
     throw new RequestError('EINVAL', 'a layer records either the UUID of an ASIF parent or the pin of another parent, not both');
   }
-  return { geometry, blockCount, metadataChunk, layerType: options.layerType ?? null, parentUUID, parentPin: options.parentPin ?? null };
+  const cacheLimit = options.cacheLimit ?? null;
+  if (cacheLimit !== null) {
+    if (options.layerType !== 'cache') throw new RequestError('EINVAL', 'only a cache layer takes a cache limit');
+    if (!Number.isSafeInteger(cacheLimit) || cacheLimit < geometry.chunkSize) {
+      throw new RequestError('EINVAL', `a cache limit of ${cacheLimit} bytes is less than one ${geometry.chunkSize}-byte chunk`);
+    }
+  }
+  return { geometry, blockCount, metadataChunk, layerType: options.layerType ?? null, parentUUID, parentPin: options.parentPin ?? null, cacheLimit };
 }
 
 async function writeBlankImage(file: BlockFile, plan: BlankImage): Promise<void> {
@@ -139,7 +149,7 @@ async function writeBlankImage(file: BlockFile, plan: BlankImage): Promise<void>
   writeEntry(table, meta.entryOffset, ChunkStatus.partial, metaChunk);
   writeBitmapChunk(table, meta.bitmapEntryOffset, bitmapChunk);
 
-  const metadata = encodeMetadata({ stableUUID: uuidV4(), layerType: plan.layerType, parentPin: plan.parentPin });
+  const metadata = encodeMetadata({ stableUUID: uuidV4(), layerType: plan.layerType, parentPin: plan.parentPin, cacheLimit: plan.cacheLimit });
   const slice = new Uint8Array(geo.sliceBytes);
   markSectorsWritten(slice, 0, Math.ceil(metadata.length / geo.blockSize));
 

@@ -31,6 +31,7 @@ import type { Layer, LayerType, ParentPin, WriteOptions, ZeroOptions } from '../
 import type { ChunkAllocator } from './allocator.js';
 import { isSectorWritten, isSliceFull, markSectorsWritten } from './bitmap.js';
 import { headerGuid, headerParentUUID, uuidToBytes, withGuid, withParentUUID, withSectorCount } from './header.js';
+import { ChunkClock } from './chunk-clock.js';
 import { ChunkStatus, maxBlockCount } from './layout.js';
 import type { LoadedMap } from './load.js';
 import { KeyedLock } from './locks.js';
@@ -47,6 +48,11 @@ export interface AsifOpenOptions {
    * in its stack (rebase copies into an overlay exactly what its old base showed there).
    */
   keepLayerUUID?: boolean;
+  /**
+   * For a cache layer: the most bytes of data to keep, instead of the limit the image records
+   * (least recently used chunks are given up beyond it).
+   */
+  cacheLimit?: number;
   /** Memory for clean bitmap slices (default 4 MiB). */
   bitmapCacheBytes?: number;
   /** Memory for changed slices; writers wait for a flush beyond it (default 8 MiB). */
@@ -88,6 +94,10 @@ export class AsifImage implements Layer {
   readonly layerType: LayerType | null;
   private readonly store: MapStore;
   private metadata: AsifMetadata;
+  /** A bounded cache layer's clock of data chunks (chunk-clock.ts); null when unbounded. */
+  private readonly clock: ChunkClock | null;
+  private readonly cacheLimitBytes: number | null;
+  private evicting: Promise<void> | null = null;
   private readonly provisional = new Map<number, Provisional>();
   private readonly sectorLocks = new KeyedLock();
   private readonly maxBlocks: number;
@@ -125,6 +135,14 @@ export class AsifImage implements Layer {
     this.store = new MapStore(file, loaded, allocator, loaded.header.metadataChunk, {
       cacheSlices: Math.max(1, Math.floor((options.bitmapCacheBytes ?? DEFAULT_CACHE_BYTES) / perSlice)),
     });
+    this.cacheLimitBytes = this.layerType === 'cache' ? (options.cacheLimit ?? metadata.cacheLimit) : null;
+    this.clock = this.cacheLimitBytes !== null && !file.readOnly ? new ChunkClock() : null;
+    if (this.clock) {
+      // Rebuilt from the map: file order stands for the order the chunks were filled in.
+      const clock = this.clock;
+      this.store.forEachDataChunk((logical, physical) => clock.assign(physical, logical));
+      clock.resetUse();
+    }
   }
 
   get path(): string {
@@ -180,7 +198,7 @@ export class AsifImage implements Layer {
   private async rewriteMetadata(meta: AsifMetadata): Promise<void> {
     const C = this.chunkSize;
     const logical = this.metadataChunk;
-    const encoded = encodeMetadata({ stableUUID: meta.stableUUID, layerType: meta.layerType, parentPin: meta.parentPin, keep: meta.plist });
+    const encoded = encodeMetadata({ stableUUID: meta.stableUUID, layerType: meta.layerType, parentPin: meta.parentPin, cacheLimit: meta.cacheLimit, keep: meta.plist });
     if (encoded.length > C) throw new RequestError('EINVAL', `${this.path}: the metadata would not fit in one chunk`);
     const chunk = this.allocator.allocate();
     const whole = Buffer.alloc(C);
@@ -243,6 +261,95 @@ export class AsifImage implements Layer {
       });
     }
     await this.afterChange(options);
+    if (this.clock) await this.keepWithinLimit();
+  }
+
+  /**
+   * Reads what this layer holds of [offset, offset + buf.length) and says what it holds, with
+   * one lookup: data runs are read into `buf`, zero runs filled with zeros, absent runs left
+   * as they were (for the caller to fill from below). A chunk given up meanwhile (a bounded
+   * cache) is still read whole: its file space is not reused while this request runs.
+   */
+  async readRuns(buf: Buffer, offset: number): Promise<Run[]> {
+    this.checkRange(offset, buf.length);
+    return this.tracked(async () => {
+      const mapped = await this.resolve(offset, buf.length);
+      const reads: Promise<void>[] = [];
+      const runs: Run[] = [];
+      for (const r of mapped) {
+        const at = r.offset - offset;
+        if (r.fileOffset !== null) reads.push(this.file.read(buf.subarray(at, at + r.length), r.fileOffset));
+        else if (r.state === 'zero') buf.fill(0, at, at + r.length);
+        pushRun(runs, r.offset, r.length, r.state);
+      }
+      await Promise.all(reads);
+      return runs;
+    });
+  }
+
+  /** The most bytes of data this cache layer keeps; null when unbounded (or not a cache). */
+  get cacheLimit(): number | null {
+    return this.cacheLimitBytes;
+  }
+
+  /**
+   * Gives up the least recently used chunks of a bounded cache layer until its data is 90% of
+   * the limit: each becomes 00 (reads fall through to the layer below again), the change is
+   * flushed, and the chunks are punched out of the file once no request can see them.
+   */
+  private async keepWithinLimit(): Promise<void> {
+    const limit = this.cacheLimitBytes ?? Infinity;
+    while (this.store.dataChunkCount * this.chunkSize > limit) {
+      // One eviction at a time; a write that finished meanwhile looks again once it is done.
+      if (this.evicting) {
+        await this.evicting;
+        continue;
+      }
+      const run = this.evict();
+      this.evicting = run.then(() => undefined).finally(() => {
+        this.evicting = null;
+      });
+      // Every chunk left is being written: the next write to finish evicts again.
+      if ((await run) === 0) return;
+    }
+  }
+
+  /** Gives chunks up down to 90% of the limit; resolves with how many it gave up. */
+  private async evict(): Promise<number> {
+    const clock = this.clock;
+    const limit = this.cacheLimitBytes;
+    if (!clock || limit === null) return 0;
+    const C = this.chunkSize;
+    const keep = Math.max(1, Math.floor((limit * 0.9) / C));
+    let given = 0;
+    while (this.store.dataChunkCount > keep) {
+      const victim = clock.victim((l) => this.provisional.has(l));
+      if (!victim) break;
+      const status = this.store.status(victim.logical);
+      clock.unassign(victim.physical);
+      // The clock may know an older owner: only a chunk the map still gives that logical chunk goes.
+      if ((status !== ChunkStatus.full && status !== ChunkStatus.partial) || this.store.chunk(victim.logical) !== victim.physical) continue;
+      this.allocator.retire(victim.physical, true);
+      this.store.dropSlice(victim.logical);
+      this.store.setEntry(victim.logical, ChunkStatus.neverWritten, 0);
+      given++;
+    }
+    if (given === 0) return 0;
+    await this.store.flush();
+    await this.punchGivenUp();
+    return given;
+  }
+
+  /** Punches the chunks eviction gave up out of the file, then lets them be reused. */
+  private async punchGivenUp(): Promise<void> {
+    const C = this.chunkSize;
+    for (const chunk of this.allocator.takePunchable()) {
+      try {
+        await this.file.punchHole?.(chunk * C, C);
+      } finally {
+        this.allocator.release(chunk);
+      }
+    }
   }
 
   async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
@@ -285,6 +392,7 @@ export class AsifImage implements Layer {
   async flush(): Promise<void> {
     if (this.readOnly) return;
     await this.store.flush();
+    if (this.clock) await this.punchGivenUp();
   }
 
   /**
@@ -343,6 +451,7 @@ export class AsifImage implements Layer {
     try {
       if (!this.readOnly) {
         await this.store.flush();
+        if (this.clock) await this.punchGivenUp();
         const end = this.allocator.trimTail() * this.chunkSize;
         if (end < (await this.file.size())) await this.file.truncate(end);
       }
@@ -385,6 +494,7 @@ export class AsifImage implements Layer {
       const status = this.store.status(l);
       if (status === ChunkStatus.partial) {
         const chunk = this.store.chunk(l);
+        this.clock?.touch(chunk);
         const push = (slice: Uint8Array): boolean => {
           this.pushSectors(runs, pos, n, chunk * C + within, slice);
           return true;
@@ -393,7 +503,9 @@ export class AsifImage implements Layer {
         // The chunk may change while its bitmap is read: then look at the map again.
         if (!(cached ? push(cached) : await this.store.withSlice(l, chunk, false, push))) continue;
       } else if (status === ChunkStatus.full) {
-        pushMapped(runs, pos, n, 'data', this.store.chunk(l) * C + within);
+        const chunk = this.store.chunk(l);
+        this.clock?.touch(chunk);
+        pushMapped(runs, pos, n, 'data', chunk * C + within);
       } else {
         pushMapped(runs, pos, n, status === ChunkStatus.discarded ? 'zero' : 'absent', null);
       }
@@ -519,6 +631,7 @@ export class AsifImage implements Layer {
         this.store.installSlice(l);
       }
       p.attached = true;
+      this.clock?.assign(p.chunk, l);
     } else if (this.store.chunk(l) !== p.chunk) {
       throw new Error(`${this.path}: logical chunk ${l} changed chunk while a write to it was running`);
     }
@@ -595,6 +708,7 @@ export class AsifImage implements Layer {
   private makeHole(l: number): void {
     const status = this.store.status(l);
     if (status === ChunkStatus.full || status === ChunkStatus.partial) {
+      this.clock?.unassign(this.store.chunk(l));
       this.allocator.retire(this.store.chunk(l));
       this.store.dropSlice(l);
     }

@@ -114,6 +114,18 @@ export class MapStore {
     return table ? entryChunk(table, a.entryOffset) : 0;
   }
 
+  /** Calls `visit` with every logical chunk of status 01 or 11 and its physical chunk (metadata left out). */
+  forEachDataChunk(visit: (logical: number, physical: number) => void): void {
+    const perTable = this.geo.chunksPerTable;
+    for (const [t, table] of this.tables) {
+      for (let k = 0; k < perTable; k++) {
+        const logical = t * perTable + k;
+        const a = addressOf(this.geo, logical);
+        if (logical !== this.metadataChunk && isData(entryStatus(table, a.entryOffset))) visit(logical, entryChunk(table, a.entryOffset));
+      }
+    }
+  }
+
   /** True when the whole table holding L is absent (every chunk in it is 00). */
   hasTable(logical: number): boolean {
     return this.tables.has(Math.floor(logical / this.geo.chunksPerTable));

@@ -7,7 +7,8 @@
  * - States: absent `layer type` = standalone image; `cache` / `overlay` = a layer. A layer whose
  *   parent is not ASIF (RAW, foreign or remote) records what identifies that parent (its pin,
  *   see ParentPin in ../layer.ts) under `user metadata` → `com.stackbd.parent`: a key of ours
- *   where DiskImageKit keeps user keys, so Apple's tools read the image as before.
+ *   where DiskImageKit keeps user keys, so Apple's tools read the image as before. A cache
+ *   layer may record the most bytes of data it keeps, `com.stackbd.cache-limit` (an integer).
  * - Invariants: the plist we write has Apple's exact shape (tab indents, top-level dict not
  *   indented, trailing newline), so a standalone image is byte-compatible with Apple's blank
  *   layout; keys we do not know are kept when we parse; text reaches the plist parser only
@@ -24,12 +25,16 @@ type PlistDict = { [key: string]: PlistValue };
 
 /** The user metadata key under which a layer records its non-ASIF parent's pin. */
 export const PARENT_PIN_KEY = 'com.stackbd.parent';
+/** The user metadata key under which a cache layer records the most bytes of data it keeps. */
+export const CACHE_LIMIT_KEY = 'com.stackbd.cache-limit';
 
 export interface AsifMetadata {
   readonly stableUUID: string;
   readonly layerType: LayerType | null;
   /** What identifies the parent, for a layer over a RAW, foreign or remote base; null otherwise. */
   readonly parentPin: ParentPin | null;
+  /** A cache layer's bound on its data, in bytes; null when unbounded. */
+  readonly cacheLimit: number | null;
   /** The whole parsed plist, kept as read. */
   readonly plist: PlistDict;
 }
@@ -38,6 +43,7 @@ export interface NewMetadata {
   readonly stableUUID: string;
   readonly layerType: LayerType | null;
   readonly parentPin?: ParentPin | null;
+  readonly cacheLimit?: number | null;
   /** The plist of an existing image, whose other keys are kept (rebase rewrites the pin). */
   readonly keep?: PlistDict;
 }
@@ -52,6 +58,8 @@ export function encodeMetadata(meta: NewMetadata): Buffer {
   internal['stable uuid'] = meta.stableUUID;
   delete user[PARENT_PIN_KEY];
   if (meta.parentPin) user[PARENT_PIN_KEY] = { ...meta.parentPin };
+  delete user[CACHE_LIMIT_KEY];
+  if (meta.cacheLimit) user[CACHE_LIMIT_KEY] = meta.cacheLimit;
   // Keys in sorted order, as Apple's property list writer emits them.
   const plist: PlistDict = { ...kept, 'internal metadata': sortedKeys(internal), 'user metadata': sortedKeys(user) };
   const text = Buffer.from(applePlistText(sortedKeys(plist)), 'utf8');
@@ -133,7 +141,12 @@ export function decodeMetadata(chunk: Buffer, where: string, sink: ProblemSink):
       return null;
     }
   }
-  return { stableUUID, layerType: layerType ?? null, parentPin, plist };
+  const limit = isDict(user) ? user[CACHE_LIMIT_KEY] : undefined;
+  if (limit !== undefined && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit <= 0)) {
+    sink.corrupt(`${where}: 'user metadata' → '${CACHE_LIMIT_KEY}' is not a positive whole number of bytes`);
+    return null;
+  }
+  return { stableUUID, layerType: layerType ?? null, parentPin, cacheLimit: limit ?? null, plist };
 }
 
 function pinOf(value: PlistValue): ParentPin | null {
