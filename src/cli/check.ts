@@ -1,7 +1,8 @@
 /** `stackbd check IMAGE`: every rule of the format; exit 0 clean, 1 leaked chunks only, 2 corrupt. */
 import type { Argv, CommandModule } from 'yargs';
 import { checkAsif } from '../formats/asif/index.js';
-import { probeFormat } from '../formats/probe.js';
+import { formatByName, probeFormat } from '../formats/probe.js';
+import { checkDmgCommand } from './check-dmg.js';
 import { printJson } from './print.js';
 
 interface CheckArgs {
@@ -11,13 +12,16 @@ interface CheckArgs {
 
 export const checkCommand: CommandModule<object, CheckArgs> = {
   command: 'check <image>',
-  describe: 'check an ASIF image for corruption and leaked chunks (exit 0 clean, 1 leaks only, 2 corrupt)',
+  describe: 'check an ASIF image for corruption and leaked chunks, or the checksums of a DMG (exit 0 clean, 1 leaks only, 2 corrupt)',
   builder: (y: Argv) =>
     y
       .positional('image', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', default: false }) as unknown as Argv<CheckArgs>,
   handler: async (args) => {
-    if ((await probeFormat(args.image)) === 'raw') {
+    const format = await probeFormat(args.image);
+    // A .dmg without its koly trailer (truncated, damaged) is a corrupt DMG, not a RAW disk.
+    if (format === 'dmg' || (format === 'raw' && formatByName(args.image)?.name === 'dmg')) return checkDmgCommand(args.image, args.json);
+    if (format === 'raw') {
       if (args.json) printJson({ file: args.image, format: 'raw', clean: true, errors: [], leakedChunks: [] });
       else console.log(`${args.image}: RAW image, nothing to check`);
       return;

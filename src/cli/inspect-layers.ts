@@ -1,5 +1,5 @@
 /** Facts about each file of a stack, read without trusting the chain (for info and map). */
-import type { Layer } from '../formats/layer.js';
+import type { Layer, LayerDetails } from '../formats/layer.js';
 import { AsifImage } from '../formats/asif/index.js';
 import { openImage } from '../formats/open-image.js';
 import { checkChain } from '../stack/chain.js';
@@ -17,19 +17,23 @@ export interface LayerReport {
   chunkSize?: number;
   allocatedBytes?: number;
   stableUUID?: string;
+  /** Format facts beyond the contract (Layer.details: codecs, compressed size, ...). */
+  details?: LayerDetails;
 }
 
 export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
+  const details = await layer.details?.();
   const base: LayerReport = {
     path: layer.path,
     format: layer.format,
     virtualSize: layer.size,
     blockSize: layer.blockSize,
     blockCount: layer.size / layer.blockSize,
-    fileSize: layer instanceof AsifImage ? await layer.fileSize() : layer.size,
+    fileSize: layer instanceof AsifImage ? await layer.fileSize() : typeof details?.fileSize === 'number' ? details.fileSize : layer.size,
     layerType: layer.layerType,
     layerUUID: layer.layerUUID,
     parentUUID: layer.parentUUID,
+    ...(details ? { details } : {}),
   };
   if (layer instanceof AsifImage) {
     base.chunkSize = layer.chunkSize;

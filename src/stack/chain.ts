@@ -1,8 +1,9 @@
 /**
  * The rules that decide whether layers may be stacked, in the order given (bottom first).
- * DiskImageKit's: RAW only as the base; at most one cache layer; each layer names the layer
- * below by UUID (its parent UUID), or names none when the layer below is RAW; a cache layer is
- * never the writable top. Every violation is an IncompatibleStackingError naming the file.
+ * DiskImageKit's: RAW (like any image without UUIDs: DMG, ...) only as the base; at most one
+ * cache layer; each layer names the layer below by UUID (its parent UUID), or names none when
+ * the layer below is RAW (or another image without UUIDs); a cache layer is never the writable
+ * top. Every violation is an IncompatibleStackingError naming the file.
  */
 import { IncompatibleStackingError } from '../block/errors.js';
 import type { Layer } from '../formats/layer.js';
@@ -12,13 +13,14 @@ export type ChainLink = Pick<Layer, 'path' | 'format' | 'layerUUID' | 'parentUUI
 
 /** Throws unless `below` may carry `layer` directly on top of it. */
 export function checkLink(below: ChainLink, layer: ChainLink): void {
-  if (layer.format === 'raw') {
-    throw new IncompatibleStackingError(layer.path, `a RAW image can only be the base of a stack, not a layer above ${below.path}`);
+  // Only ASIF layers record a parent; RAW and foreign images (DMG, ...) have no UUIDs.
+  if (layer.format !== 'asif') {
+    throw new IncompatibleStackingError(layer.path, `a ${layer.format.toUpperCase()} image can only be the base of a stack, not a layer above ${below.path}`);
   }
-  const expected = below.format === 'raw' ? null : below.layerUUID;
+  const expected = below.format === 'asif' ? below.layerUUID : null;
   if (layer.parentUUID !== expected) {
     const found = layer.parentUUID ?? 'none (a standalone image)';
-    const wanted = expected ?? `none (${below.path} is RAW)`;
+    const wanted = expected ?? `none (${below.path} is ${below.format.toUpperCase()})`;
     throw new IncompatibleStackingError(
       layer.path,
       `its parent UUID is ${found} but the layer below (${below.path}) needs ${wanted}: it was made for another parent, or the parent changed since`,
