@@ -136,7 +136,7 @@ export class DmgWriter {
         entries: this.entries,
         dataEnd: this.dataEnd,
       });
-      const xml = blkxPlist(this.name, mish);
+      const xml = blkxPlist([{ name: this.name, id: 0, mish }]);
       await this.file.write(xml, this.dataEnd);
       const master = Buffer.alloc(4);
       master.writeUInt32BE(this.blkxCrc >>> 0);

@@ -5,7 +5,6 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { Layer } from '../../../src/formats/layer.js';
 import { PROJECT_ROOT } from '../../helpers/spawn-server.js';
 
 export const DMG_FIXTURE_DIR = resolve(PROJECT_ROOT, 'test/fixtures/dmg');
@@ -40,7 +39,7 @@ export function copyFixture(f: DmgFixture | string, to: string): string {
 export const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
 /** Every byte of a layer (or stack), read in 1 MiB pieces. */
-export async function readWhole(layer: Pick<Layer, 'size' | 'read'>): Promise<Buffer> {
+export async function readWhole(layer: { size: number; read(buf: Buffer, offset: number): Promise<unknown> }): Promise<Buffer> {
   const out = Buffer.alloc(layer.size);
   for (let at = 0; at < layer.size; at += 1024 * 1024) await layer.read(out.subarray(at, Math.min(at + 1024 * 1024, layer.size)), at);
   return out;
