@@ -34,6 +34,8 @@ export interface BuildOptions {
   /** The raw disk, for resources 'none' (a stub whose data fork is the disk). */
   stub?: Buffer;
   sectorCount?: number;
+  /** Changes a partition's encoded mish table before it is stored (to make broken images). */
+  tamper?: (partition: number, mish: Buffer) => Buffer;
 }
 
 function blkxCrc(chunks: readonly TestChunk[]): number {
@@ -105,7 +107,7 @@ export function buildDmg(partitions: readonly TestPartition[], options: BuildOpt
     }
     sector += rel;
     const mish = encodeMish({ firstSector: first, sectorCount: rel, bufferSectors: 0x808, descriptor: index, crc: p.crc ?? blkxCrc(p.chunks), entries, dataEnd });
-    return { id: p.id ?? index - 1, name: p.name, data: mish };
+    return { id: p.id ?? index - 1, name: p.name, data: options.tamper ? options.tamper(index, mish) : mish };
   });
   const dataFork = options.resources === 'none' ? (options.stub ?? Buffer.alloc(0)) : Buffer.concat(payloads);
   const resources = options.resources ?? 'xml';
