@@ -95,7 +95,8 @@ class FseEncoder {
   }
 }
 
-interface Triple {
+/** One (L, M, D) triple as coded: d = 0 means "the previous distance". */
+export interface Triple {
   l: number;
   m: number;
   d: number;
@@ -176,7 +177,11 @@ function countSymbols(values: number[], size: number): number[] {
   return counts;
 }
 
-function writeBlock(triples: Triple[], literals: number[], nRaw: number, options: LzfseBlockOptions): Uint8Array {
+/**
+ * One block coding exactly these triples and literals (a multiple of 4), declaring `nRaw`
+ * output bytes: tests use it to craft blocks a real encoder would never write.
+ */
+export function writeBlock(triples: Triple[], literals: number[], nRaw: number, options: LzfseBlockOptions): Uint8Array {
   const scale = (n: number): number => (options.shortTables ? (n * 3) / 4 : n);
   const lSymbols = triples.map((t) => symbolOf(t.l, L.base));
   const mSymbols = triples.map((t) => symbolOf(t.m, M.base));
