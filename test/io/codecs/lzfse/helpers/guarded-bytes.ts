@@ -22,7 +22,7 @@ export function guardedBytes(target: Uint8Array, what: string): Uint8Array {
     get(t, prop) {
       const index = indexOf(prop);
       if (index !== null) {
-        if (!inBounds(index, t.length)) throw new OutOfBoundsAccess(`${what}: read at ${prop} of ${t.length}`);
+        if (!inBounds(index, t.length)) throw new OutOfBoundsAccess(`${what}: read at ${String(prop)} of ${t.length}`);
         return t[index];
       }
       const value: unknown = Reflect.get(t, prop);
