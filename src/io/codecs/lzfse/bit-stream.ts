@@ -6,10 +6,11 @@
  * of n bytes carries 8n + bits valid bits (bits in −7..0): the top −bits bits of its last byte
  * are padding and must be zero.
  *
- * State: `acc` holds the `count` loaded but unread bits (acc < 2^count, count ≤ 30: reads are at
- * most 23 bits and we load a byte only while count < the bits asked for); bytes [start, pos) are
- * not loaded yet. A read that needs bits before `start` is an error, so nothing outside the
- * payload is ever touched.
+ * State: the low `count` bits of `acc` are loaded but unread (bits above them are stale and
+ * masked off); bytes [start, pos) are not loaded yet. `refill` loads whole bytes until at least
+ * 24 bits are buffered (count ≤ 31, so acc fits an int32), which lets the hot loops take
+ * several small fields per refill. Taking more bits than the payload has left is an error, so
+ * nothing outside the payload is ever touched.
  */
 import { lzfseFail } from './lzfse-error.js';
 
@@ -45,17 +46,25 @@ export class BackwardBitReader {
     this.count = keep;
   }
 
-  /** The next `k` bits (0 ≤ k ≤ MAX_READ_BITS) counted from the end, as an integer. */
-  read(k: number): number {
-    while (this.count < k) {
-      if (this.pos <= this.start) lzfseFail(`${this.what} bit stream underflow`);
+  /** Buffers at least 24 bits, or every bit left when fewer remain. */
+  refill(): void {
+    while (this.count <= 23 && this.pos > this.start) {
       this.acc = (this.acc << 8) | this.data[--this.pos];
       this.count += 8;
     }
+  }
+
+  /** The next `k` bits of those buffered (k ≤ 24; after a refill, fields summing to 24 fit). */
+  take(k: number): number {
+    if (k > this.count) lzfseFail(`${this.what} bit stream underflow`);
     this.count -= k;
-    const value = this.acc >>> this.count;
-    this.acc &= (1 << this.count) - 1;
-    return value;
+    return (this.acc >>> this.count) & ((1 << k) - 1);
+  }
+
+  /** The next `k` bits (0 ≤ k ≤ MAX_READ_BITS) counted from the end, as an integer. */
+  read(k: number): number {
+    if (k > this.count) this.refill();
+    return this.take(k);
   }
 
   /** Valid bits not read yet. */

@@ -73,14 +73,17 @@ export function decodeLiterals(
     const e2 = table[s2];
     const e3 = table[s3];
     if ((e0 | e1 | e2 | e3) < 0) lzfseFail('literal state has no symbol');
+    // A literal reads at most 10 bits: two per refill of 24.
+    reader.refill();
     out[i] = e0 & 0xff;
-    s0 = (e0 >>> 16) + reader.read((e0 >>> 8) & 0xff);
+    s0 = (e0 >>> 16) + reader.take((e0 >>> 8) & 0xff);
     out[i + 1] = e1 & 0xff;
-    s1 = (e1 >>> 16) + reader.read((e1 >>> 8) & 0xff);
+    s1 = (e1 >>> 16) + reader.take((e1 >>> 8) & 0xff);
+    reader.refill();
     out[i + 2] = e2 & 0xff;
-    s2 = (e2 >>> 16) + reader.read((e2 >>> 8) & 0xff);
+    s2 = (e2 >>> 16) + reader.take((e2 >>> 8) & 0xff);
     out[i + 3] = e3 & 0xff;
-    s3 = (e3 >>> 16) + reader.read((e3 >>> 8) & 0xff);
+    s3 = (e3 >>> 16) + reader.take((e3 >>> 8) & 0xff);
   }
 }
 
