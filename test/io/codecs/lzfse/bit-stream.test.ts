@@ -68,3 +68,16 @@ describe('BackwardBitReader', () => {
     );
   });
 });
+
+describe('BackwardBitReader refill and take', () => {
+  it('a refill buffers 24 bits, or all that is left; take never loads more', () => {
+    const r = reader([0x12, 0x34, 0x56, 0x78], 0);
+    r.refill();
+    expect(r.take(12)).toBe(0x785);
+    expect(r.take(12)).toBe(0x634);
+    expect(() => r.take(1)).toThrow(/underflow/);
+    r.refill();
+    expect(r.take(8)).toBe(0x12);
+    expect(r.remaining()).toBe(0);
+  });
+});
