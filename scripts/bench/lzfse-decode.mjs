@@ -14,7 +14,7 @@
  *
  *   node scripts/bench/lzfse-decode.mjs [--size MIB] [--runs N]
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -33,18 +33,22 @@ const MiB = 1 << 20;
 
 /** Transpiles the test encoders into a temporary ESM folder and imports them. */
 async function loadEncoders() {
-  const helpers = join(root, 'test/io/codecs/lzfse/helpers');
+  const helpers = 'test/io/codecs/lzfse/helpers';
   const dir = mkdtempSync(join(tmpdir(), 'stackbd-lzfse-bench-'));
   writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
-  for (const name of ['bit-writer', 'match-finder', 'lzvn-encoder', 'lzfse-block-encoder', 'stream-encoder', 'sample-data']) {
-    const source = readFileSync(join(helpers, `${name}.ts`), 'utf8');
+  const files = ['bit-writer', 'match-finder', 'lzvn-encoder', 'lzfse-block-encoder', 'stream-encoder', 'sample-data']
+    .map((name) => `${helpers}/${name}`)
+    .concat('test/formats/helpers/mem-file');
+  for (const file of files) {
+    const source = readFileSync(join(root, `${file}.ts`), 'utf8');
     const { outputText } = ts.transpileModule(source, {
       compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
     });
-    writeFileSync(join(dir, `${name}.js`), outputText);
+    mkdirSync(dirname(join(dir, file)), { recursive: true });
+    writeFileSync(join(dir, `${file}.js`), outputText);
   }
-  const encoder = await import(pathToFileURL(join(dir, 'stream-encoder.js')).href);
-  const samples = await import(pathToFileURL(join(dir, 'sample-data.js')).href);
+  const encoder = await import(pathToFileURL(join(dir, helpers, 'stream-encoder.js')).href);
+  const samples = await import(pathToFileURL(join(dir, helpers, 'sample-data.js')).href);
   rmSync(dir, { recursive: true, force: true });
   return { encoder, samples };
 }

@@ -8,6 +8,11 @@
  */
 import { lzfseFail } from './lzfse-error.js';
 
+/** Code length by the low 4 bits: ..00/..10 → 2, .001/.101 → 3, .011 → 5, 0111 → 8, 1111 → 14. */
+const CODE_LENGTH: readonly number[] = [2, 3, 2, 5, 2, 3, 2, 8, 2, 3, 2, 5, 2, 3, 2, 14];
+/** Value of the 2-, 3- and 5-bit codes by the low 5 bits (entries for 8/14-bit codes unused). */
+const SHORT_VALUE: readonly number[] = [0, 2, 1, 4, 0, 3, 1, 0, 0, 2, 1, 5, 0, 3, 1, 0, 0, 2, 1, 6, 0, 3, 1, 0, 0, 2, 1, 7, 0, 3, 1, 0];
+
 /** Decodes freq.length values from input[start, end) into freq. */
 export function decodeV2Frequencies(input: Uint8Array, start: number, end: number, freq: Uint16Array): void {
   if (start === end) {
@@ -23,30 +28,8 @@ export function decodeV2Frequencies(input: Uint8Array, start: number, end: numbe
       acc |= input[pos++] << count;
       count += 8;
     }
-    let length: number;
-    let value: number;
-    if ((acc & 3) === 0) {
-      length = 2;
-      value = 0;
-    } else if ((acc & 3) === 2) {
-      length = 2;
-      value = 1;
-    } else if ((acc & 7) === 1) {
-      length = 3;
-      value = 2;
-    } else if ((acc & 7) === 5) {
-      length = 3;
-      value = 3;
-    } else if ((acc & 7) === 3) {
-      length = 5;
-      value = 4 + ((acc >>> 3) & 3);
-    } else if ((acc & 15) === 7) {
-      length = 8;
-      value = 8 + ((acc >>> 4) & 15);
-    } else {
-      length = 14;
-      value = 24 + ((acc >>> 4) & 1023);
-    }
+    const length = CODE_LENGTH[acc & 15];
+    const value = length === 8 ? 8 + ((acc >>> 4) & 15) : length === 14 ? 24 + ((acc >>> 4) & 1023) : SHORT_VALUE[acc & 31];
     if (length > count) lzfseFail(`frequency table ends inside value ${i}`);
     freq[i] = value;
     acc >>>= length;

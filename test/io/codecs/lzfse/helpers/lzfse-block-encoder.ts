@@ -224,10 +224,17 @@ export function writeBlock(triples: Triple[], literals: number[], nRaw: number, 
   }
   const lmdPayload = mw.finish();
   const freqs = [...lFreq, ...mFreq, ...dFreq, ...litFreq];
-  const header =
-    options.version === 2
-      ? v2Header(nRaw, triples.length, literals.length, literalPayload, lmdPayload, literalStates, states, freqs)
-      : v1Header(nRaw, triples.length, literals.length, literalPayload, lmdPayload, literalStates, states, freqs);
+  const fields: HeaderFields = {
+    nRaw,
+    nMatches: triples.length,
+    nLiterals: literals.length,
+    lit: literalPayload,
+    lmd: lmdPayload,
+    literalStates,
+    states,
+    freqs,
+  };
+  const header = options.version === 2 ? v2Header(fields) : v1Header(fields);
   const block = new Uint8Array(header.length + literalPayload.bytes.length + lmdPayload.bytes.length);
   block.set(header);
   block.set(literalPayload.bytes, header.length);
@@ -240,16 +247,19 @@ interface Payload {
   bits: number;
 }
 
-function v2Header(
-  nRaw: number,
-  nMatches: number,
-  nLiterals: number,
-  lit: Payload,
-  lmd: Payload,
-  literalStates: number[],
-  states: number[],
-  freqs: number[],
-): Uint8Array {
+/** What both header versions record. */
+interface HeaderFields {
+  nRaw: number;
+  nMatches: number;
+  nLiterals: number;
+  lit: Payload;
+  lmd: Payload;
+  literalStates: number[];
+  states: number[];
+  freqs: number[];
+}
+
+function v2Header({ nRaw, nMatches, nLiterals, lit, lmd, literalStates, states, freqs }: HeaderFields): Uint8Array {
   const table = new BitWriter();
   for (const f of freqs) writeFrequency(table, f);
   const tableBytes = table.finish().bytes;
@@ -273,16 +283,7 @@ function v2Header(
   return header;
 }
 
-function v1Header(
-  nRaw: number,
-  nMatches: number,
-  nLiterals: number,
-  lit: Payload,
-  lmd: Payload,
-  literalStates: number[],
-  states: number[],
-  freqs: number[],
-): Uint8Array {
+function v1Header({ nRaw, nMatches, nLiterals, lit, lmd, literalStates, states, freqs }: HeaderFields): Uint8Array {
   const header = new Uint8Array(772);
   const view = new DataView(header.buffer);
   view.setUint32(0, 0x31787662, true);

@@ -2,18 +2,14 @@
  * Test-only: deterministic sample inputs of several shapes (same seed, same bytes), for the
  * round-trip tests and the decode benchmark.
  */
+import { seededRandom } from '../../../../formats/helpers/mem-file.js';
+
 export type Shape = 'random' | 'text' | 'runs' | 'binary';
 
-/** mulberry32: small, seedable, good enough to make test data. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+/** 32-bit values from the project's seeded PRNG. */
+function prng(seed: number): () => number {
+  const random = seededRandom(seed);
+  return () => Math.floor(random() * 2 ** 32);
 }
 
 const WORDS = 'the of and a to in is you that it he was for on are as with his they at be this have from or one had by word but not what all were we when your can said there use an each which she do how their if will up other about out many then them these so some her would make like him into time has look two more write go see number no way could people my than first water been call who oil its now find long down day did get come made may part'.split(' ');

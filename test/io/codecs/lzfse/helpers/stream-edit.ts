@@ -1,4 +1,5 @@
 /** Test-only: edits of valid LZFSE streams, to make the bad ones the decoder must refuse. */
+import { concat } from './stream-encoder.js';
 
 /** A copy of `stream` with the `width`-bit field at bit `bit` of the u64 at `offset` set to `value`. */
 export function withPackedField(stream: Uint8Array, offset: number, bit: number, width: number, value: number): Uint8Array {
@@ -21,14 +22,7 @@ export function withField(stream: Uint8Array, offset: number, value: number, siz
 }
 
 export function concatBytes(...parts: (Uint8Array | number[])[]): Uint8Array {
-  const arrays = parts.map((p) => (p instanceof Uint8Array ? p : Uint8Array.from(p)));
-  const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
-  let pos = 0;
-  for (const a of arrays) {
-    out.set(a, pos);
-    pos += a.length;
-  }
-  return out;
+  return concat(parts.map((p) => (p instanceof Uint8Array ? p : Uint8Array.from(p))));
 }
 
 export const END_BLOCK = [0x62, 0x76, 0x78, 0x24];

@@ -21,7 +21,7 @@ function rawBlock(data: Uint8Array, from: number, to: number): Uint8Array {
   return block;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
+export function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let pos = 0;
   for (const p of parts) {
