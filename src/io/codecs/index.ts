@@ -5,20 +5,21 @@
 import { adcDecoder } from './adc.js';
 import { bzip2Decoder } from './bzip2.js';
 import type { ChunkDecoder } from './codec.js';
+import { lzfseDecoder } from './lzfse/index.js';
 import { xzDecoder } from './xz.js';
 import { zlibDecoder } from './zlib.js';
 
 export type CodecName = 'zlib' | 'bzip2' | 'xz' | 'adc' | 'lzfse';
 
-/** Decoders that exist; LZFSE joins when its decoder lands. */
-export const DECODERS: Readonly<Partial<Record<CodecName, ChunkDecoder>>> = {
+export const DECODERS: Readonly<Record<CodecName, ChunkDecoder>> = {
   zlib: zlibDecoder,
   bzip2: bzip2Decoder,
   xz: xzDecoder,
   adc: adcDecoder,
+  lzfse: lzfseDecoder,
 };
 
-/** The decoder of a codec, or null when stackbd has none. */
+/** The decoder of a codec, or null when stackbd has none (a name from a newer table). */
 export function decoderFor(name: CodecName): ChunkDecoder | null {
   return DECODERS[name] ?? null;
 }

@@ -90,13 +90,14 @@ describe('the XML plist', () => {
   const xmlText = ZLIB_FIXTURE.subarray(XML, KOLY).toString('latin1');
   const at = (text: string): number => XML + xmlText.indexOf(text);
 
-  it.each([
-    ['no blkx key', (b: Buffer) => b.write('blkY', at('blkx'), 'latin1'), /has no 'resource-fork' → 'blkx' entries/],
-    ['a broken tag', (b: Buffer) => b.write(' ', at('<array>'), 'latin1'), /not well-formed XML/],
-    ['invalid UTF-8', (b: Buffer) => (b[at('Master')] = 0xff), /not valid UTF-8/],
-    ['base64 of a mish header damaged', (b: Buffer) => b.write('bWlza', at('bWlza'), 'latin1') && b.write('AAAA', at('bWlza'), 'latin1'), /blkx 0 .*no mish block table/],
-    ['Data missing', (b: Buffer) => b.write('<key>Dat_', at('<key>Data'), 'latin1'), /blkx entry 0 has no Data/],
-  ] as const)('%s', async (_, edit, message) => {
+  const cases: Array<[string, (b: Buffer) => void, RegExp]> = [
+    ['no blkx key', (b) => b.write('blkY', at('blkx'), 'latin1'), /has no 'resource-fork' → 'blkx' entries/],
+    ['a broken tag', (b) => b.write(' ', at('<array>'), 'latin1'), /not well-formed XML/],
+    ['invalid UTF-8', (b) => (b[at('Master')] = 0xff), /not valid UTF-8/],
+    ['base64 of a mish header damaged', (b) => b.write('AAAA', at('bWlza'), 'latin1'), /blkx 0 .*no mish block table/],
+    ['Data missing', (b) => b.write('<key>Dat_', at('<key>Data'), 'latin1'), /blkx entry 0 has no Data/],
+  ];
+  it.each(cases)('%s', async (_, edit, message) => {
     await expectOneLine(changed(edit), CorruptedImageError, message);
   });
 });

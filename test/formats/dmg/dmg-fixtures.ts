@@ -25,6 +25,7 @@ export const DMG_FIXTURES: readonly DmgFixture[] = [
   { file: 'compression-zlib.dmg', codec: 'zlib', size: 5242880, sha256: MBR_DISK, dmg2img: true },
   { file: 'compression-bz2.dmg', codec: 'bzip2', size: 5242880, sha256: MBR_DISK, dmg2img: true },
   { file: 'compression-adc.dmg', codec: 'adc', size: 5242880, sha256: MBR_DISK, dmg2img: true },
+  { file: 'compression-lzfse.dmg', codec: 'lzfse', size: 5242880, sha256: MBR_DISK, dmg2img: false },
   { file: 'gpt.dmg', codec: 'zlib', size: 9379840, sha256: '8a091a4d2f9ad790315d88e3666d81c71a674736e827e0b8410eb257d0a38724', dmg2img: true },
   { file: 'zlib-compressed.dmg', codec: 'zlib', size: 9400320, sha256: '308bcbc833f18ef17c01a3e6798c6de475329710168bd5d3d1cf89f9501b8930', dmg2img: true },
 ];
