@@ -8,6 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/client.js';
+import { TransmissionFlag } from '../../src/nbd/constants.js';
 import { requireTool } from '../helpers/require-tool.js';
 import { runCommand, runStackbd, type CommandResult } from '../helpers/run-command.js';
 import { PROJECT_ROOT, spawnServer } from '../helpers/spawn-server.js';
@@ -92,6 +93,26 @@ describe('DMG on the command line', () => {
     await ok(['convert', GPT, '-O', p('z.dmg'), '--format', 'dmg', '--force']);
     await ok(['convert', p('z.dmg'), '-O', p('gpt.raw')]);
     expect(sha(await fs.readFile(p('gpt.raw')))).toBe(GPT_SHA);
+  });
+
+  it('serves a DMG alone read-only, with its ignore chunks as holes in base:allocation', async () => {
+    const server = await spawnServer({ args: ['--export', `vm=${GPT}`] });
+    try {
+      const c = await NbdClient.connect({ kind: 'tcp', host: '127.0.0.1', port: server.port }, { exportName: 'vm', metaContexts: ['base:allocation'] });
+      try {
+        expect(c.flags & TransmissionFlag.READ_ONLY).toBe(TransmissionFlag.READ_ONLY);
+        expect(sha(await c.pread(0, GPT_SIZE))).toBe(GPT_SHA);
+        const extents = (await c.blockStatus(0, GPT_SIZE)).get('base:allocation')!;
+        // HOLE | ZERO (3) for the ignore chunks, 0 for data; the last one runs to the end.
+        expect(extents.some((e) => e.flags === 3)).toBe(true);
+        expect(extents.some((e) => e.flags === 0)).toBe(true);
+        expect(extents.reduce((n, e) => n + e.length, 0)).toBe(GPT_SIZE);
+      } finally {
+        await c.disconnect();
+      }
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
   });
 
   it('serves a DMG base with an ASIF overlay: qemu-io writes and reads back, the DMG never changes', async () => {
