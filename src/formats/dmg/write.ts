@@ -96,6 +96,10 @@ export class DmgWriter {
 
   /** Adds `data` at disk byte `offset`; offsets must increase and pieces must not overlap. */
   async write(data: Buffer, offset: number): Promise<void> {
+    const frontier = this.staged > 0 ? this.stageStart + this.staged : this.nextSector * SECTOR;
+    if (offset < frontier || offset + data.length > this.sectors * SECTOR) {
+      throw new RangeError(`DmgWriter: ${data.length} bytes at ${offset} go back before ${frontier} or past the disk`);
+    }
     let pos = offset;
     let from = 0;
     while (from < data.length) {

@@ -82,6 +82,15 @@ describe('DmgWriter', () => {
     ]);
   });
 
+  it('refuses pieces that go back or run past the disk', async () => {
+    const writer = await DmgWriter.create(tmp('order.dmg'), { size: MiB, overwrite: true });
+    await writer.write(Buffer.alloc(1000, 1), 5000);
+    await expect(writer.write(Buffer.alloc(10, 1), 5999)).rejects.toThrow(RangeError);
+    await expect(writer.write(Buffer.alloc(10, 1), MiB - 5)).rejects.toThrow(RangeError);
+    await writer.write(Buffer.alloc(10, 1), 6000);
+    await writer.abort();
+  });
+
   it('refuses to replace a file unless told to', async () => {
     const path = tmp('exists.dmg');
     fs.writeFileSync(path, 'x');
