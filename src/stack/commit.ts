@@ -35,6 +35,10 @@ export async function commitTop(paths: readonly string[], options: CommitOptions
     if (target.layerType === 'cache') {
       throw new IncompatibleStackingError(target.path, 'the layer below the top is a cache layer: commit into a cache would be lost');
     }
+    // A read-only format (DMG) opened for writing is still read-only: refuse before writing anything.
+    if (target.readOnly) {
+      throw new IncompatibleStackingError(target.path, `a ${target.format.toUpperCase()} image cannot be written: commit needs a writable layer below the top (convert the stack instead)`);
+    }
     if (top.size > target.size) await target.truncate(top.size);
     let bytesWritten = 0;
     let bytesZeroed = 0;

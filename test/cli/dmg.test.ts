@@ -153,5 +153,9 @@ describe('DMG on the command line', () => {
       expect(await again.stop()).toBe(0);
     }
     expect(sha(await fs.readFile(base))).toBe(before);
+    const commit = await runStackbd(['commit', ...layers]);
+    expect(commit.code).toBe(1);
+    expect(commit.stderr).toMatch(/base\.dmg: a DMG image cannot be written: commit needs a writable layer below the top/);
+    expect(sha(await fs.readFile(base))).toBe(before);
   });
 });
