@@ -6,7 +6,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { checkAsif } from '../formats/asif/index.js';
 import type { ImageFormat } from '../formats/layer.js';
-import { checkNameAgainstContent, probeEntry } from '../formats/probe.js';
+import { checkNameAgainstContent, formatByName, probeEntry } from '../formats/probe.js';
+import { checkDmgCommand } from './check-dmg.js';
 import { FORMAT_OPTION, imageSpecs } from './image-args.js';
 import { printJson } from './print.js';
 
@@ -20,7 +21,7 @@ export const CheckExit = { clean: 0, notCompleted: 1, corrupt: 2, leaksOnly: 3 }
 
 export const checkCommand: CommandModule<object, CheckArgs> = {
   command: 'check <image>',
-  describe: 'check an image for corruption and leaked chunks (exit 0 clean, 1 check not completed, 2 corrupt, 3 leaked chunks only)',
+  describe: 'check an ASIF image (or the checksums of a DMG) for corruption (exit 0 clean, 1 check not completed, 2 corrupt, 3 leaked chunks only)',
   builder: (y: Argv) =>
     y
       .positional('image', { type: 'string', demandOption: true })
@@ -31,9 +32,22 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
     let format = spec.format;
     if (!format) {
       const entry = await probeEntry(spec.path);
-      checkNameAgainstContent(spec.path, entry);
+      const named = formatByName(spec.path);
+      // A file whose name promises a format its content lacks (a DMG without its trailer, an
+      // ASIF whose header was overwritten) is a damaged file of that format: corruption.
+      if (named?.name === 'dmg' && entry !== named) return checkDmgCommand(spec.path, args.json);
+      try {
+        checkNameAgainstContent(spec.path, entry);
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        process.exitCode = CheckExit.corrupt;
+        if (args.json) printJson({ file: spec.path, format: named?.name, clean: false, errors: [message] });
+        else console.log(`error: ${message}\n${spec.path}: CORRUPT`);
+        return;
+      }
       format = entry.name as ImageFormat;
     }
+    if (format === 'dmg') return checkDmgCommand(spec.path, args.json);
     if (format !== 'asif') {
       if (args.json) printJson({ file: spec.path, format, clean: true, errors: [], leakedChunks: [] });
       else console.log(`${spec.path}: ${format.toUpperCase()} image, which has no structure to check`);

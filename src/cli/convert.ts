@@ -1,7 +1,8 @@
 /**
  * `stackbd convert STACK... -O OUT`: flattens an image or stack into one standalone image. The
- * output's format comes from `--output-format`, or else from its name (`.asif`, `.raw`, `.img`;
+ * output's format comes from `--output-format`, or else from its name (`.asif`, `.dmg`, `.raw`;
  * RAW when the name says nothing); a name that promises a format stackbd cannot write is refused.
+ * A DMG is written as UDZO (zlib) or, with `--dmg-compression raw`, UDRO.
  */
 import type { Argv, CommandModule } from 'yargs';
 import type { ImageFormat, WritableFormat } from '../formats/layer.js';
@@ -18,18 +19,20 @@ interface ConvertArgs extends ProgressArgs {
   images: string[];
   format?: ImageFormat;
   output: string;
-  'output-format'?: WritableFormat;
+  'output-format'?: OutputFormat;
+  'dmg-compression': 'zlib' | 'raw';
   force: boolean;
 }
 
-const OUTPUT_FORMATS: readonly WritableFormat[] = ['raw', 'asif'];
+type OutputFormat = WritableFormat | 'dmg';
+const OUTPUT_FORMATS: readonly OutputFormat[] = ['raw', 'asif', 'dmg'];
 
-function outputFormat(output: string, named: WritableFormat | undefined): WritableFormat {
+function outputFormat(output: string, named: OutputFormat | undefined): OutputFormat {
   const byName = formatByName(output);
   if (named) return named;
   if (!byName) return 'raw';
-  if (isWritableFormat(byName.name)) return byName.name;
-  throw new UsageError(`${output}: stackbd cannot write ${byName.label} images; name the output .raw or .asif, or pass --output-format`);
+  if (isWritableFormat(byName.name) || byName.name === 'dmg') return byName.name;
+  throw new UsageError(`${output}: stackbd cannot write ${byName.label} images; name the output .raw, .asif or .dmg, or pass --output-format`);
 }
 
 export const convertCommand: CommandModule<object, ConvertArgs> = {
@@ -41,6 +44,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .option('format', FORMAT_OPTION)
       .option('output', { alias: 'O', type: 'string', demandOption: true, describe: 'the new image' })
       .option('output-format', { choices: OUTPUT_FORMATS, describe: "the new image's format (default: from its name, else RAW)" })
+      .option('dmg-compression', { choices: ['zlib', 'raw'] as const, default: 'zlib' as const, describe: 'DMG chunks: zlib (UDZO) or uncompressed (UDRO)' })
       .option('force', {
         type: 'boolean',
         default: false,
@@ -52,7 +56,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
     const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning });
     const progress = createProgress('convert', progressMode(args));
     try {
-      const result = await convertStack(image.stack, args.output, { format, overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(
+      const result = await convertStack(image.stack, args.output, { format, dmgCompression: args['dmg-compression'], overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(
         (err: unknown) => {
           if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.output} already exists: add --force to replace it`);
           throw err;

@@ -28,21 +28,22 @@ export interface LayerReport {
 }
 
 export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
+  const details = await layer.details?.();
   const base: LayerReport = {
     path: layer.path,
     format: layer.format,
     virtualSize: layer.size,
     blockSize: layer.blockSize,
     blockCount: layer.size / layer.blockSize,
-    fileSize: layer instanceof AsifImage ? await layer.fileSize() : layer.size,
+    fileSize: layer instanceof AsifImage ? await layer.fileSize() : typeof details?.fileSize === 'number' ? details.fileSize : layer.size,
     layerType: layer.layerType,
     layerUUID: layer.layerUUID,
     parentUUID: layer.parentUUID,
+    ...(details ? { details } : {}),
   };
   const pin = await layer.pin();
   if (pin) base.pin = pin;
   if (layer.parentPin) base.parentPin = layer.parentPin;
-  if (layer.details) base.details = await layer.details();
   if (layer instanceof AsifImage) {
     base.chunkSize = layer.chunkSize;
     base.allocatedBytes = layer.allocatedBytes();

@@ -3,6 +3,8 @@
  * which has no magic, is what is left when no entry detects the file.
  */
 import { openAsif } from './asif/index.js';
+import { looksLikeDmg } from './dmg/detect.js';
+import { openDmg } from './dmg/index.js';
 import { openRaw } from './raw.js';
 import { startsWith, type FormatEntry, type ProbeInput } from './registry.js';
 
@@ -24,8 +26,8 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     extensions: ['.vmdk'],
     detect: (p) => startsWith(p.head, 'KDMV') || startsWith(p.head, '# Disk DescriptorFile'),
   },
-  // A DMG (UDIF) file ends with a 512-byte `koly` trailer.
-  { name: 'dmg', label: 'DMG (UDIF)', extensions: ['.dmg'], detect: (p) => p.tail.length === 512 && startsWith(p.tail, 'koly') },
+  // A DMG (UDIF) file ends with a 512-byte `koly` trailer (old ones start with it); encrypted ones are recognised to be refused.
+  { name: 'dmg', label: 'DMG (UDIF)', extensions: ['.dmg'], detect: (p) => looksLikeDmg(p.head, p.tail), open: (path) => openDmg(path) },
 ];
 
 /** The name of the format whose magic is in these first bytes of a disk, or null (RAW). */

@@ -44,6 +44,10 @@ export async function commitTop(sources: ReadonlyArray<string | LayerSpec>, opti
     if (target.layerType === 'cache') {
       throw new IncompatibleStackingError(target.path, 'the layer below the top is a cache layer: commit into a cache would be lost');
     }
+    // A read-only format (DMG) opened for writing is still read-only: refuse before writing anything.
+    if (target.readOnly) {
+      throw new IncompatibleStackingError(target.path, `a ${target.format.toUpperCase()} image cannot be written: commit needs a writable layer below the top (convert the stack instead)`);
+    }
     const others = await findChildren(target, specs.map((s) => path.dirname(s.path)), [top.path]);
     if (others.length > 0) {
       const stale = `${others.join(', ')} also stack${others.length === 1 ? 's' : ''} on it and would go stale (refused when opened)`;

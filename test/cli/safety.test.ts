@@ -130,11 +130,15 @@ describe('formats are never guessed into RAW', () => {
 
   it('an ASIF whose header is damaged is refused by serve, info and check, naming both formats', async () => {
     const { file, hash } = await damagedAsif('damaged.asif');
-    for (const args of [['serve', '--listen', '127.0.0.1:0', '--export', `vm=${file}`], ['info', file], ['check', file], ['map', file]]) {
+    for (const args of [['serve', '--listen', '127.0.0.1:0', '--export', `vm=${file}`], ['info', file], ['map', file]]) {
       const r = await runStackbd(args, 20_000);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(1);
       expect(r.stderr).toMatch(/the name says ASIF.*RAW/);
     }
+    // check calls it what it is: an ASIF whose header is damaged.
+    const check = await runStackbd(['check', file]);
+    expect(check.code).toBe(2);
+    expect(check.stdout).toMatch(/the name says ASIF.*RAW[^]*CORRUPT/);
     expect(await sha(file)).toBe(hash);
     // A user who names the format is believed.
     const named = await runStackbd(['info', '-f', 'raw', file]);

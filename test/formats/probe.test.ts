@@ -42,9 +42,9 @@ describe('probeFormat', () => {
     await expect(probeFormat(path)).rejects.toThrow(name);
   });
 
-  it("refuses DMG by the 'koly' trailer in its last 512 bytes", async () => {
+  it("finds DMG by the 'koly' trailer in its last 512 bytes (a trailer of unknown version is then refused)", async () => {
     const path = file('x.dmg', 'anything', 8192, 'koly');
-    await expect(probeFormat(path)).rejects.toThrow(/DMG/);
+    expect(await probeFormat(path)).toBe('dmg');
     await expect(openImage(path)).rejects.toBeInstanceOf(UnsupportedFormatError);
   });
 });

@@ -13,6 +13,9 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   nbdcopy: 'libnbd-bin',
   nbdkit: 'nbdkit',
   fio: 'fio',
+  '7zz': '7zip',
+  dmg2img: 'dmg2img',
+  xz: 'xz-utils',
   'python3-libnbd': 'python3-libnbd',
 };
 

@@ -1,0 +1,40 @@
+/**
+ * zlib chunks (DMG type 0x80000005, UDZO; qcow2's deflate is raw deflate and has its own
+ * decoder): each chunk is one complete RFC 1950 stream. Inflated on libuv's pool with the
+ * output capped at the chunk's declared size, so a hostile stream cannot make a large buffer.
+ * The stream must end exactly at the end of the chunk (7-Zip requires it too): trailing bytes
+ * mean the chunk table and the data disagree.
+ */
+import { inflate } from 'node:zlib';
+import { CodecError, type ChunkDecoder } from './codec.js';
+
+interface InflateInfo {
+  buffer: Buffer;
+  engine: { bytesWritten: number };
+}
+
+function inflateWithInfo(input: Uint8Array, maxOutputLength: number): Promise<InflateInfo> {
+  return new Promise((resolve, reject) => {
+    // With `info: true` the callback gets the buffer and the engine (which counts the input consumed).
+    inflate(input, { maxOutputLength, info: true }, (err, result) => (err ? reject(err) : resolve(result as unknown as InflateInfo)));
+  });
+}
+
+export const zlibDecoder: ChunkDecoder = {
+  name: 'zlib',
+  async decode(input, output) {
+    if (output.length === 0) throw new CodecError('zlib', 'nothing to decode into');
+    let info: InflateInfo;
+    try {
+      info = await inflateWithInfo(input, output.length);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ERR_BUFFER_TOO_LARGE') throw new CodecError('zlib', `the stream decodes to more than ${output.length} bytes`);
+      throw new CodecError('zlib', e.message);
+    }
+    const consumed = info.engine.bytesWritten;
+    if (consumed !== input.length) throw new CodecError('zlib', `the stream ends after ${consumed} of ${input.length} bytes`);
+    output.set(info.buffer);
+    return info.buffer.length;
+  },
+};
