@@ -3,6 +3,7 @@
  * which has no magic, is what is left when no entry detects the file.
  */
 import { openAsif } from './asif/index.js';
+import { openQcow2 } from './qcow2/index.js';
 import { openRaw } from './raw.js';
 import { startsWith, type FormatEntry, type ProbeInput } from './registry.js';
 
@@ -16,7 +17,14 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     detect: (p) => startsWith(p.head, 'shdw'),
     open: (path, o) => openAsif(path, { readOnly: o.readOnly }),
   },
-  { name: 'qcow2', label: 'qcow2', extensions: ['.qcow2', '.qcow'], detect: (p) => startsWith(p.head, QCOW_MAGIC) },
+  {
+    name: 'qcow2',
+    label: 'qcow2',
+    extensions: ['.qcow2', '.qcow'],
+    detect: (p) => startsWith(p.head, QCOW_MAGIC),
+    // Always read-only: a qcow2 image is a base, written only through an overlay above it.
+    open: (path) => openQcow2(path),
+  },
   { name: 'vhdx', label: 'VHDX', extensions: ['.vhdx'], detect: (p) => startsWith(p.head, 'vhdxfile') },
   {
     name: 'vmdk',
