@@ -6,8 +6,10 @@
  * - States a range can have (cluster-walk.ts): data or compressed → `data`; zero flag or zero
  *   subcluster → `zero`; unallocated → whatever the backing file says there (its own map),
  *   `absent` past the backing file's end or when there is no backing file.
- * - Size: the header's virtual size rounded up to whole 512-byte sectors, as QEMU shows the
- *   device; the bytes of that last partial sector come from the cluster that holds them.
+ * - Size: the header's virtual size in whole 512-byte sectors. QEMU 7.2 shows a qcow2 image
+ *   whose header size is not a multiple of 512 as that many whole sectors (rounded down:
+ *   `qemu-img info` and `convert` drop the partial sector), and this layer does the same so
+ *   both serve the same disk.
  * - Invariants: nothing is ever written (writes, zeroes, discards and truncation are EPERM);
  *   the backing layers are opened by this layer and closed with it.
  */
@@ -23,6 +25,11 @@ import { hasBit, Incompatible, type Qcow2Header } from './header.js';
 import type { ClusterTables } from './tables.js';
 
 export const QCOW2_BLOCK_SIZE = 512;
+
+/** The size a client sees: whole sectors of the header's virtual size (see the note above). */
+export function qcow2DeviceSize(virtualSize: number): number {
+  return Math.floor(virtualSize / QCOW2_BLOCK_SIZE) * QCOW2_BLOCK_SIZE;
+}
 
 export interface Qcow2Parts {
   readonly file: BlockFile;
@@ -51,7 +58,7 @@ export class Qcow2Image implements Layer {
     this.tables = parts.tables;
     this.compressed = parts.compressed;
     this.backing = parts.backing?.layer ?? null;
-    this.size = Math.ceil(parts.header.virtualSize / QCOW2_BLOCK_SIZE) * QCOW2_BLOCK_SIZE;
+    this.size = qcow2DeviceSize(parts.header.virtualSize);
   }
 
   get path(): string {

@@ -13,7 +13,7 @@ import { parseExtensions } from './extensions.js';
 import { checkFeatures } from './features.js';
 import { geometryOf } from './geometry.js';
 import { checkLayout, HEADER_PROBE_BYTES, parseHeader } from './header.js';
-import { Qcow2Image, QCOW2_BLOCK_SIZE } from './image.js';
+import { Qcow2Image, qcow2DeviceSize } from './image.js';
 import { ClusterTables, DEFAULT_L2_CACHE_BYTES } from './tables.js';
 
 export { Qcow2Image } from './image.js';
@@ -63,8 +63,7 @@ export async function openQcow2File(file: BlockFile, options: Qcow2OpenOptions =
   checkLayout(header, path, fileSize);
 
   const geometry = geometryOf(header, path, fileSize);
-  const size = Math.ceil(header.virtualSize / QCOW2_BLOCK_SIZE) * QCOW2_BLOCK_SIZE;
-  const usedL1 = Math.ceil(size / geometry.l2Span);
+  const usedL1 = Math.ceil(qcow2DeviceSize(header.virtualSize) / geometry.l2Span);
   const l1 = await readAt(file, header.l1TableOffset, usedL1 * 8);
   const tables = new ClusterTables(file, geometry, l1, usedL1, options.l2CacheBytes ?? DEFAULT_L2_CACHE_BYTES);
   const compressed = new CompressedClusters(file, geometry, compression, options.clusterCacheBytes ?? DEFAULT_CLUSTER_CACHE_BYTES);
