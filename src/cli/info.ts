@@ -1,5 +1,6 @@
 /** `stackbd info STACK...`: every layer's properties and whether the chain is valid. */
 import type { Argv, CommandModule } from 'yargs';
+import { detailFields } from './detail-fields.js';
 import { printFields, printJson } from './print.js';
 import { formatSize } from './size.js';
 import { chainProblem, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
@@ -24,6 +25,7 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   fields.push(['layer UUID', r.layerUUID ?? '-']);
   fields.push(['parent UUID', r.parentUUID ?? '-']);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
+  if (r.details) fields.push(...detailFields(r.details));
   return fields;
 }
 

@@ -1,5 +1,5 @@
 /** Facts about each file of a stack, read without trusting the chain (for info and map). */
-import type { Layer } from '../formats/layer.js';
+import type { Layer, LayerDetails } from '../formats/layer.js';
 import { AsifImage } from '../formats/asif/index.js';
 import { openImage } from '../formats/open-image.js';
 import { checkChain } from '../stack/chain.js';
@@ -17,6 +17,8 @@ export interface LayerReport {
   chunkSize?: number;
   allocatedBytes?: number;
   stableUUID?: string;
+  /** Format-specific facts (qcow2 cluster size and backing chain, ...). */
+  details?: LayerDetails;
 }
 
 export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
@@ -36,6 +38,7 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
     base.allocatedBytes = layer.allocatedBytes();
     base.stableUUID = layer.stableUUID;
   }
+  if (layer.details) base.details = await layer.details();
   return base;
 }
 

@@ -86,7 +86,8 @@ export class Qcow2Image implements Layer {
     return {
       version: h.version,
       compat: h.version === 2 ? '0.10' : '1.1',
-      virtualSize: h.virtualSize,
+      // Only when the header's size is not whole sectors (the layer's size drops the rest).
+      ...(h.virtualSize !== this.size ? { headerVirtualSize: h.virtualSize } : {}),
       clusterSize: h.clusterSize,
       compressionType: this.parts.compression,
       extendedL2: g.extendedL2,
