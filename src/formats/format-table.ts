@@ -5,6 +5,7 @@
 import { openAsif } from './asif/index.js';
 import { openQcow2 } from './qcow2/index.js';
 import { openRaw } from './raw.js';
+import { openSparseBundle } from './sparsebundle/index.js';
 import { startsWith, type FormatEntry, type ProbeInput } from './registry.js';
 
 const QCOW_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -31,6 +32,14 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     label: 'VMDK',
     extensions: ['.vmdk'],
     detect: (p) => startsWith(p.head, 'KDMV') || startsWith(p.head, '# Disk DescriptorFile'),
+  },
+  {
+    // A directory: Info.plist (or its backup Info.bckup) and bands/.
+    name: 'sparsebundle',
+    label: 'sparse bundle',
+    extensions: ['.sparsebundle'],
+    detect: (p) => p.entries !== null && (p.entries.includes('Info.plist') || p.entries.includes('Info.bckup')) && p.entries.includes('bands'),
+    open: (path) => openSparseBundle(path),
   },
   // A DMG (UDIF) file ends with a 512-byte `koly` trailer.
   { name: 'dmg', label: 'DMG (UDIF)', extensions: ['.dmg'], detect: (p) => p.tail.length === 512 && startsWith(p.tail, 'koly') },
