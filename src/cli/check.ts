@@ -2,6 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { checkAsif } from '../formats/asif/index.js';
 import { probeFormat } from '../formats/probe.js';
+import { readOnlyBaseProblem } from './check-read-only.js';
 import { printJson } from './print.js';
 
 interface CheckArgs {
@@ -17,9 +18,13 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
       .positional('image', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', default: false }) as unknown as Argv<CheckArgs>,
   handler: async (args) => {
-    if ((await probeFormat(args.image)) === 'raw') {
-      if (args.json) printJson({ file: args.image, format: 'raw', clean: true, errors: [], leakedChunks: [] });
-      else console.log(`${args.image}: RAW image, nothing to check`);
+    const format = await probeFormat(args.image);
+    if (format !== 'asif') {
+      // The read-only bases have no repairable state: they either open and map, or say why not.
+      const error = format === 'raw' ? null : await readOnlyBaseProblem(args.image);
+      process.exitCode = error ? 2 : 0;
+      if (args.json) printJson({ file: args.image, format, clean: error === null, errors: error ? [error] : [], leakedChunks: [] });
+      else console.log(error ? `error: ${error}\n${args.image}: CORRUPT` : `${args.image}: ${format === 'raw' ? 'RAW image, nothing to check' : `${format} image, opens and maps cleanly`}`);
       return;
     }
     const report = await checkAsif(args.image);

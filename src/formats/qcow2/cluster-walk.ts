@@ -9,10 +9,11 @@
  * Extended L2 entries are read subcluster by subcluster (allocation and zero bitmaps).
  *
  * Every L2 entry is checked as it is used: a data offset must be cluster-aligned and start
- * inside the file, a subcluster cannot be both allocated and zero, an allocated subcluster
+ * inside the file, compressed bytes must lie inside the file, a subcluster cannot be both allocated and zero, an allocated subcluster
  * needs a host offset. Broken entries are CorruptedImageError naming the guest offset.
  */
 import { CorruptedImageError } from '../../block/errors.js';
+import { compressedSpan } from './compressed.js';
 import { entryOffset } from './geometry.js';
 import type { ClusterTables } from './tables.js';
 
@@ -68,6 +69,7 @@ export async function walkClusters(tables: ClusterTables, offset: number, length
       const hi = table.readUInt32BE(at);
       const lo = table.readUInt32BE(at + 4);
       if (hi & COMPRESSED) {
+        compressedSpan(g, hi, lo, clusterStart);
         push(out, pos, clusterEnd - pos, 'compressed', 0, hi, lo);
       } else if (g.extendedL2) {
         walkSubclusters(out, tables, pos, clusterStart, clusterEnd, hi, lo, table.readUInt32BE(at + 8), table.readUInt32BE(at + 12));

@@ -100,6 +100,19 @@ describe('a qcow2 chain as the base of a served stack', () => {
     expect(flat.subarray(MiB + 4096, MiB + 4096 + 3 * 65536).every((b) => b === 0x77)).toBe(true);
   });
 
+  it('check: a qcow2 chain that opens and maps is clean; a broken L2 entry is CORRUPT (exit 2)', async () => {
+    expect(await ok(['check', p('top.qcow2')])).toContain('opens and maps cleanly');
+    const bytes = await fs.readFile(p('base.qcow2'));
+    const l2 = Number(bytes.readBigUInt64BE(Number(bytes.readBigUInt64BE(40))) & 0x00fffffffffffe00n);
+    bytes.writeBigUInt64BE(bytes.readBigUInt64BE(l2) + 512n, l2);
+    await fs.writeFile(p('broken.qcow2'), bytes);
+    const r = await runStackbd(['check', '--json', p('broken.qcow2')]);
+    expect(r.code).toBe(2);
+    const report = JSON.parse(r.stdout) as { clean: boolean; errors: string[] };
+    expect(report.clean).toBe(false);
+    expect(report.errors[0]).toMatch(/guest offset 0: data cluster offset \d+ is not cluster-aligned/);
+  });
+
   it('served alone, a qcow2 image is a read-only export', async () => {
     const server = await spawnServer({ args: ['--export', `x=${p('top.qcow2')}`] });
     try {
