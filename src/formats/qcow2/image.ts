@@ -13,10 +13,10 @@
  * - Invariants: nothing is ever written (writes, zeroes, discards and truncation are EPERM);
  *   the backing layers are opened by this layer and closed with it.
  */
-import { RequestError } from '../../block/errors.js';
 import { pushRun, type Run } from '../../block/runs.js';
 import type { BlockFile } from '../../io/block-file.js';
 import type { Layer, LayerDetails, ParentPin } from '../layer.js';
+import { ReadOnlyBase } from '../read-only-base.js';
 import type { BackingLink } from './backing.js';
 import { walkClusters, type Segment } from './cluster-walk.js';
 import type { CompressedClusters } from './compressed.js';
@@ -40,13 +40,9 @@ export interface Qcow2Parts {
   readonly backing: { readonly layer: Layer; readonly link: BackingLink } | null;
 }
 
-export class Qcow2Image implements Layer {
+export class Qcow2Image extends ReadOnlyBase implements Layer {
   readonly format = 'qcow2' as const;
-  readonly blockSize = QCOW2_BLOCK_SIZE;
-  readonly readOnly = true;
-  readonly layerUUID = null;
-  readonly parentUUID = null;
-  readonly layerType = null;
+  protected readonly what = 'a qcow2 image';
   readonly size: number;
   private readonly file: BlockFile;
   private readonly tables: ClusterTables;
@@ -54,6 +50,7 @@ export class Qcow2Image implements Layer {
   private readonly backing: Layer | null;
 
   constructor(private readonly parts: Qcow2Parts) {
+    super();
     this.file = parts.file;
     this.tables = parts.tables;
     this.compressed = parts.compressed;
@@ -148,30 +145,6 @@ export class Qcow2Image implements Layer {
     const inside = this.backing ? Math.max(0, Math.min(part.length, this.backing.size - offset)) : 0;
     if (inside < part.length) part.fill(0, inside);
     if (inside > 0) await this.backing!.read(inside === part.length ? part : part.subarray(0, inside), offset);
-  }
-
-  private refuse(): Promise<never> {
-    return Promise.reject(new RequestError('EPERM', `${this.path}: a qcow2 image is a read-only base`));
-  }
-
-  write(): Promise<void> {
-    return this.refuse();
-  }
-
-  zero(): Promise<void> {
-    return this.refuse();
-  }
-
-  discard(): Promise<void> {
-    return this.refuse();
-  }
-
-  truncate(): Promise<void> {
-    return this.refuse();
-  }
-
-  flush(): Promise<void> {
-    return Promise.resolve();
   }
 
   async close(): Promise<void> {

@@ -71,9 +71,4 @@ export class LruCache<K, V> {
     this.loading.set(key, started);
     return started;
   }
-
-  clear(): void {
-    this.entries.clear();
-    this.total = 0;
-  }
 }

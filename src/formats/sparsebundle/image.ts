@@ -14,9 +14,9 @@
  *   pin changes if bands come or go); a band file longer than `band-size` is read only up to
  *   `band-size`; at most BandFiles.capacity band files are open when idle; nothing is written.
  */
-import { RequestError } from '../../block/errors.js';
 import { pushRun, type Run } from '../../block/runs.js';
 import type { Layer, LayerDetails, ParentPin } from '../layer.js';
+import { ReadOnlyBase } from '../read-only-base.js';
 import type { BandFiles } from './band-files.js';
 import type { BundleInfo } from './info-plist.js';
 
@@ -32,18 +32,15 @@ export interface SparseBundleParts {
   readonly identity: () => Promise<ParentPin>;
 }
 
-export class SparseBundleImage implements Layer {
+export class SparseBundleImage extends ReadOnlyBase implements Layer {
   readonly format = 'sparsebundle' as const;
-  readonly blockSize = SPARSEBUNDLE_BLOCK_SIZE;
-  readonly readOnly = true;
-  readonly layerUUID = null;
-  readonly parentUUID = null;
-  readonly layerType = null;
+  protected readonly what = 'a sparse bundle';
   readonly size: number;
   readonly path: string;
   private readonly bandSize: number;
 
   constructor(private readonly parts: SparseBundleParts) {
+    super();
     this.path = parts.path;
     this.bandSize = parts.info.bandSize;
     this.size = Math.floor(parts.info.size / SPARSEBUNDLE_BLOCK_SIZE) * SPARSEBUNDLE_BLOCK_SIZE;
@@ -111,30 +108,6 @@ export class SparseBundleImage implements Layer {
       else part.fill(0);
     });
     await Promise.all(work);
-  }
-
-  private refuse(): Promise<never> {
-    return Promise.reject(new RequestError('EPERM', `${this.path}: a sparse bundle is a read-only base`));
-  }
-
-  write(): Promise<void> {
-    return this.refuse();
-  }
-
-  zero(): Promise<void> {
-    return this.refuse();
-  }
-
-  discard(): Promise<void> {
-    return this.refuse();
-  }
-
-  truncate(): Promise<void> {
-    return this.refuse();
-  }
-
-  flush(): Promise<void> {
-    return Promise.resolve();
   }
 
   close(): Promise<void> {
