@@ -24,7 +24,7 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     extensions: ['.qcow2', '.qcow'],
     detect: (p) => startsWith(p.head, QCOW_MAGIC),
     // Always read-only: a qcow2 image is a base, written only through an overlay above it.
-    open: (path) => openQcow2(path),
+    open: (path, o) => openQcow2(path, { noBacking: o.noBacking }),
   },
   { name: 'vhdx', label: 'VHDX', extensions: ['.vhdx'], detect: (p) => startsWith(p.head, 'vhdxfile') },
   {

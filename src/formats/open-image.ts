@@ -14,6 +14,8 @@ export interface OpenImageOptions {
   readOnly?: boolean;
   /** Open as this format, without probing (the user named it: `-f`). */
   format?: ImageFormat;
+  /** Refuse an image that names a backing file (qcow2) instead of opening its chain. */
+  noBacking?: boolean;
 }
 
 export async function openImage(path: string, options: OpenImageOptions = {}): Promise<Layer> {
@@ -21,12 +23,12 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   if (options.format) {
     const entry = formatEntry(options.format);
     if (!entry?.open) throw new UnsupportedFormatError(path, `format ${options.format} cannot be opened`);
-    return entry.open(path, { readOnly, probed: false });
+    return entry.open(path, { readOnly, probed: false, noBacking: options.noBacking });
   }
   const entry = await probeEntry(path);
   if (!entry.open) throw new UnsupportedFormatError(path, `this is a ${entry.label} image, which stackbd does not read`);
   checkNameAgainstContent(path, entry);
-  return entry.open(path, { readOnly, probed: true });
+  return entry.open(path, { readOnly, probed: true, noBacking: options.noBacking });
 }
 
 export function isWritableFormat(format: string): format is WritableFormat {

@@ -26,6 +26,8 @@ export interface OpenFormatOptions {
   readOnly: boolean;
   /** The format was probed, not named by the user (RAW then refuses to write a known magic into its first sector). */
   probed: boolean;
+  /** Refuse an image that names a backing file (qcow2) instead of opening its chain. */
+  noBacking?: boolean;
 }
 
 export interface FormatEntry {

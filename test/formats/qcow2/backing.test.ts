@@ -122,6 +122,9 @@ describe('qcow2 backing chains', () => {
     await expect(openQcow2(p('top.qcow2'), { noBacking: true })).rejects.toThrow(/backing file \(mid\.qcow2\)/);
     const alone = await openQcow2(p('base.qcow2'), { noBacking: true });
     await alone.close();
+    // The same through openImage, probed or named.
+    await expect(openImage(p('top.qcow2'), { noBacking: true })).rejects.toThrow(/backing file \(mid\.qcow2\)/);
+    await expect(openImage(p('top.qcow2'), { noBacking: true, format: 'qcow2' })).rejects.toThrow(IncompatibleStackingError);
   });
 
   it('protocol and json: backing names are refused, not followed', async () => {
