@@ -198,19 +198,27 @@ describe('damaged and unsupported qcow2 images are refused by name', () => {
     await refusedAtRead(short, /compressed cluster for guest offset 0 .* decodes to 1000 bytes, not 65536/);
   });
 
-  it('random bit flips in the header, L1 and L2 tables end in a typed error or a clean read', async () => {
-    const l1 = l1Offset(plain);
-    const l2 = l2Offset(plain);
-    const regions: Array<[number, number]> = [
-      [0, 112],
-      [l1, l1 + 8],
-      [l2, l2 + 64],
-    ];
+  it('random bit flips in the header, L1 and L2 tables and compressed data end in a typed error or a clean read', async () => {
+    const regionsOf = (b: Buffer): Array<[number, number]> => {
+      const l1 = l1Offset(b);
+      const l2 = l2Offset(b);
+      const first = b.readBigUInt64BE(l2);
+      const data = first >> 62n === 1n ? Number(first & ((1n << 54n) - 1n)) : Number(first & 0x00fffffffffffe00n);
+      return [
+        [0, 112],
+        [l1, l1 + 8],
+        [l2, l2 + 64],
+        [data, data + 256],
+      ];
+    };
+    const images = [plain, compressed].map((bytes) => ({ bytes, regions: regionsOf(bytes) }));
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.record({ region: fc.nat({ max: regions.length - 1 }), at: fc.nat(), bit: fc.nat({ max: 7 }) }), { minLength: 1, maxLength: 3 }),
-        async (flips) => {
-          const bytes = Buffer.from(plain);
+        fc.nat({ max: images.length - 1 }),
+        fc.array(fc.record({ region: fc.nat({ max: 3 }), at: fc.nat(), bit: fc.nat({ max: 7 }) }), { minLength: 1, maxLength: 3 }),
+        async (which, flips) => {
+          const { bytes: source, regions } = images[which];
+          const bytes = Buffer.from(source);
           for (const f of flips) {
             const [start, end] = regions[f.region];
             bytes[start + (f.at % (end - start))] ^= 1 << f.bit;
@@ -229,7 +237,7 @@ describe('damaged and unsupported qcow2 images are refused by name', () => {
           }
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 400 },
     );
   });
 });
