@@ -13,6 +13,7 @@ export class LruCache<K, V> {
   private readonly entries = new Map<K, { value: V; weight: number }>();
   private readonly loading = new Map<K, Promise<V>>();
   private total = 0;
+  private newest: K | undefined;
 
   constructor(
     readonly capacity: number,
@@ -30,8 +31,12 @@ export class LruCache<K, V> {
   get(key: K): V | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    // Re-inserting costs two map operations on every hit; the newest entry needs none.
+    if (key !== this.newest) {
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+      this.newest = key;
+    }
     return entry.value;
   }
 
@@ -43,6 +48,7 @@ export class LruCache<K, V> {
     }
     const weight = this.weigh(value);
     this.entries.set(key, { value, weight });
+    this.newest = key;
     this.total += weight;
     for (const [k, e] of this.entries) {
       if (this.total <= this.capacity || k === key) break;
