@@ -8,6 +8,7 @@ import { checkAsif } from '../formats/asif/index.js';
 import type { ImageFormat } from '../formats/layer.js';
 import { checkNameAgainstContent, formatByName, probeEntry } from '../formats/probe.js';
 import { checkDmgCommand } from './check-dmg.js';
+import { readOnlyBaseProblem } from './check-read-only.js';
 import { FORMAT_OPTION, imageSpecs } from './image-args.js';
 import { printJson } from './print.js';
 
@@ -48,9 +49,17 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
       format = entry.name as ImageFormat;
     }
     if (format === 'dmg') return checkDmgCommand(spec.path, args.json);
-    if (format !== 'asif') {
+    if (format === 'raw') {
       if (args.json) printJson({ file: spec.path, format, clean: true, errors: [], leakedChunks: [] });
-      else console.log(`${spec.path}: ${format.toUpperCase()} image, which has no structure to check`);
+      else console.log(`${spec.path}: RAW image, which has no structure to check`);
+      return;
+    }
+    if (format !== 'asif') {
+      // The other read-only bases have no repairable state: they either open and map, or say why not.
+      const error = await readOnlyBaseProblem(spec.path);
+      process.exitCode = error ? CheckExit.corrupt : CheckExit.clean;
+      if (args.json) printJson({ file: spec.path, format, clean: error === null, errors: error ? [error] : [], leakedChunks: [] });
+      else console.log(error ? `error: ${error}\n${spec.path}: CORRUPT` : `${spec.path}: ${format} image, opens and maps cleanly`);
       return;
     }
     const report = await checkAsif(spec.path);

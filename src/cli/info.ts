@@ -3,6 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { ImageFormat } from '../formats/layer.js';
 import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { chainReport, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
+import { detailFields } from './detail-fields.js';
 import { printFields, printJson } from './print.js';
 import { formatSize } from './size.js';
 
@@ -35,9 +36,7 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   if (r.parentPin) fields.push(['parent pin', showPin(r.parentPin)]);
   if (r.pin) fields.push(['identity', showPin(r.pin)]);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
-  for (const [key, value] of Object.entries(r.details ?? {})) {
-    fields.push([key, typeof value === 'string' || typeof value === 'number' ? String(value) : JSON.stringify(value)]);
-  }
+  if (r.details) fields.push(...detailFields(r.details));
   return fields;
 }
 

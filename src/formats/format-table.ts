@@ -5,7 +5,9 @@
 import { openAsif } from './asif/index.js';
 import { looksLikeDmg } from './dmg/detect.js';
 import { openDmg } from './dmg/index.js';
+import { openQcow2 } from './qcow2/index.js';
 import { openRaw } from './raw.js';
+import { openSparseBundle } from './sparsebundle/index.js';
 import { startsWith, type FormatEntry, type ProbeInput } from './registry.js';
 
 const QCOW_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -18,13 +20,28 @@ export const FORMAT_TABLE: readonly FormatEntry[] = [
     detect: (p) => startsWith(p.head, 'shdw'),
     open: (path, o) => openAsif(path, { readOnly: o.readOnly, requireLock: o.requireLock, cacheLimit: o.cacheLimit }),
   },
-  { name: 'qcow2', label: 'qcow2', extensions: ['.qcow2', '.qcow'], detect: (p) => startsWith(p.head, QCOW_MAGIC) },
+  {
+    name: 'qcow2',
+    label: 'qcow2',
+    extensions: ['.qcow2', '.qcow'],
+    detect: (p) => startsWith(p.head, QCOW_MAGIC),
+    // Always read-only: a qcow2 image is a base, written only through an overlay above it.
+    open: (path, o) => openQcow2(path, { noBacking: o.noBacking }),
+  },
   { name: 'vhdx', label: 'VHDX', extensions: ['.vhdx'], detect: (p) => startsWith(p.head, 'vhdxfile') },
   {
     name: 'vmdk',
     label: 'VMDK',
     extensions: ['.vmdk'],
     detect: (p) => startsWith(p.head, 'KDMV') || startsWith(p.head, '# Disk DescriptorFile'),
+  },
+  {
+    // A directory: Info.plist (or its backup Info.bckup) and bands/.
+    name: 'sparsebundle',
+    label: 'sparse bundle',
+    extensions: ['.sparsebundle'],
+    detect: (p) => p.entries !== null && (p.entries.includes('Info.plist') || p.entries.includes('Info.bckup')) && p.entries.includes('bands'),
+    open: (path) => openSparseBundle(path),
   },
   // A DMG (UDIF) file ends with a 512-byte `koly` trailer (old ones start with it); encrypted ones are recognised to be refused.
   { name: 'dmg', label: 'DMG (UDIF)', extensions: ['.dmg'], detect: (p) => looksLikeDmg(p.head, p.tail), open: (path) => openDmg(path) },

@@ -18,6 +18,8 @@ export interface OpenImageOptions {
   requireLock?: boolean;
   /** A cache layer's bound on its data in bytes, instead of the one it records. */
   cacheLimit?: number;
+  /** Refuse an image that names a backing file (qcow2) instead of opening its chain. */
+  noBacking?: boolean;
 }
 
 export async function openImage(path: string, options: OpenImageOptions = {}): Promise<Layer> {
@@ -25,12 +27,12 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   if (options.format) {
     const entry = formatEntry(options.format);
     if (!entry?.open) throw new UnsupportedFormatError(path, `format ${options.format} cannot be opened`);
-    return entry.open(path, { readOnly, probed: false, requireLock: options.requireLock, cacheLimit: options.cacheLimit });
+    return entry.open(path, { ...options, readOnly, probed: false });
   }
   const entry = await probeEntry(path);
   if (!entry.open) throw new UnsupportedFormatError(path, `this is a ${entry.label} image, which stackbd does not read`);
   checkNameAgainstContent(path, entry);
-  return entry.open(path, { readOnly, probed: true, requireLock: options.requireLock, cacheLimit: options.cacheLimit });
+  return entry.open(path, { ...options, readOnly, probed: true });
 }
 
 export function isWritableFormat(format: string): format is WritableFormat {

@@ -30,6 +30,8 @@ export interface OpenFormatOptions {
   requireLock?: boolean;
   /** A cache layer's bound on its data in bytes, instead of the one it records (ASIF only). */
   cacheLimit?: number;
+  /** Refuse an image that names a backing file (qcow2) instead of opening its chain. */
+  noBacking?: boolean;
 }
 
 export interface FormatEntry {

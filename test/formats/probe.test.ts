@@ -1,7 +1,7 @@
 /** Probing formats by magic, and opening/creating images of either format. */
 import { statSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { IncompatibleStackingError, InvalidBlockCountError, UnsupportedFormatError } from '../../src/block/errors.js';
+import { CorruptedImageError, IncompatibleStackingError, InvalidBlockCountError, UnsupportedFormatError } from '../../src/block/errors.js';
 import { createAsif } from '../../src/formats/asif/index.js';
 import { createImage, openImage } from '../../src/formats/open-image.js';
 import { probeFormat } from '../../src/formats/probe.js';
@@ -31,8 +31,13 @@ describe('probeFormat', () => {
     expect(await probeFormat(file('short.img', 'QFI', 3))).toBe('raw');
   });
 
+  it('probes qcow2 by its magic (a stub too short for a header is refused at open)', async () => {
+    const path = file('x.qcow2', Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]));
+    expect(await probeFormat(path)).toBe('qcow2');
+    await expect(openImage(path)).rejects.toBeInstanceOf(CorruptedImageError);
+  });
+
   it.each([
-    ['qcow2', Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3])],
     ['VHDX', 'vhdxfile'],
     ['VMDK', 'KDMV'],
     ['VMDK', '# Disk DescriptorFile\nversion=1'],
