@@ -1,7 +1,7 @@
 /** `stackbd serve`: serves images and stacks over NBD until SIGINT or SIGTERM. */
 import fs from 'node:fs/promises';
-import type { FastifyInstance } from 'fastify';
 import type { Argv, CommandModule } from 'yargs';
+import type { JsonServer } from '../server/http-json.js';
 import { loadConfig } from '../server/config.js';
 import type { Export } from '../server/export.js';
 import { NbdServer, removeStaleSocket } from '../server/server.js';
@@ -161,7 +161,7 @@ async function handler(args: ServeArgs): Promise<void> {
     ...(socketMode !== undefined ? { socketMode } : {}),
     session: { negotiationTimeoutMs: args['handshake-timeout'] * 1000, maxBytesInFlight: maxInFlight },
   });
-  let admin: FastifyInstance | null = null;
+  let admin: JsonServer | null = null;
   const uris: string[] = [];
   const addUris = (tcpHostPort: string | null, unixPath: string | null): void => {
     for (const spec of specs) {
@@ -190,21 +190,19 @@ async function handler(args: ServeArgs): Promise<void> {
       addUris(null, path);
     }
     if (args['admin-socket'] || adminListen) {
-      // Loaded only when asked for: fastify and prom-client cost startup time.
+      // Loaded only when asked for: prom-client costs startup time.
       const { buildAdminApi } = await import('../server/admin-api.js');
       const { ServerMetrics } = await import('../server/metrics.js');
       const metrics = new ServerMetrics(server);
       admin = buildAdminApi({ server, metrics, logger: log, token: adminToken, openExport: (request) => openExport(request, defaults) });
       if (args['admin-socket']) {
         await removeStaleSocket(args['admin-socket']);
-        await admin.listen({ path: args['admin-socket'] });
+        await admin.listenUnix(args['admin-socket']);
         await fs.chmod(args['admin-socket'], 0o600);
         log.info({ admin: args['admin-socket'] }, 'admin API listening');
       }
       if (adminListen) {
-        await admin.listen({ host: adminListen.host, port: adminListen.port });
-        const address = admin.server.address();
-        const port = typeof address === 'object' && address ? address.port : adminListen.port;
+        const { port } = await admin.listenTcp(adminListen.host, adminListen.port);
         log.info({ admin: formatHostPort(adminListen.host, port), adminTcp: { host: adminListen.host, port } }, 'admin API listening');
       }
     }
