@@ -10,6 +10,7 @@ import { parseAllowList } from './allow-list.js';
 import { prepareDemo } from './demo.js';
 import { parseExportSpec, type ExportSpec } from './export-spec.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
+import { logNativeStatus } from './native-notice.js';
 import { openExport } from './open-export.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
 import { parseSize } from './size.js';
@@ -81,6 +82,7 @@ interface PlannedExport extends ExportSpec {
 
 async function handler(args: ServeArgs): Promise<void> {
   const log = await createLogger(args['log-level']);
+  logNativeStatus(log);
   // Signals are caught from the start: one that arrives while exports open still ends in an
   // orderly shutdown once they are open.
   let signalled: (signal: NodeJS.Signals) => void = () => undefined;
