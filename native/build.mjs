@@ -40,6 +40,7 @@ try {
 }
 // A half-made build must not be loaded later.
 fs.rmSync(path.join(here, 'build'), { recursive: true, force: true });
-const missing = /not found: (make|g\+\+|cc|gcc)|(make|g\+\+|cc|gcc|c\+\+): (command )?not found|Could not find any Python|ENOENT/.exec(output);
-const why = missing ? 'no C toolchain (python3, make, g++) found' : `node-gyp failed, see ${log}`;
+const noGyp = result.error && 'code' in result.error && result.error.code === 'ENOENT';
+const noToolchain = /not found: (make|g\+\+|cc|gcc)|(make|g\+\+|cc|gcc|c\+\+): (command )?not found|spawn (make|g\+\+|cc|gcc) ENOENT|Could not find any Python/.test(output);
+const why = noGyp ? 'node-gyp not found: run this through npm (npm rebuild stackbd)' : noToolchain ? 'no C toolchain (python3, make, g++) found' : `node-gyp failed, see ${log}`;
 finish(`native fast paths not built (${why}); stackbd works without them. To build them later: install python3, make and g++, then run "npm rebuild stackbd" (add -g for a global install)`);

@@ -13,8 +13,9 @@ import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { logNativeStatus } from './native-notice.js';
 import { openExport } from './open-export.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
+import { notifyServiceManager } from './sd-notify.js';
 import { parseSize } from './size.js';
-import { inheritedListenFds } from './socket-activation.js';
+import { inheritedListenFds, planListeners } from './socket-activation.js';
 import { UsageError } from './usage-error.js';
 
 interface ServeArgs {
@@ -101,9 +102,10 @@ async function handler(args: ServeArgs): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const config = args.config ? await loadConfig(args.config) : null;
-  const tcp: TcpAddress[] = [...(config?.listen ?? []), ...(args.listen ?? [])].map(parseListenAddress);
-  const sockets = [...(config?.socket ?? []), ...(args.socket ?? [])];
-  if (tcp.length === 0 && sockets.length === 0) tcp.push(parseListenAddress('127.0.0.1:10809'));
+  const inherited = inheritedListenFds(process.env, process.pid);
+  const listeners = planListeners(inherited.length, config, args);
+  const tcp: TcpAddress[] = listeners.tcp.map(parseListenAddress);
+  const sockets = listeners.sockets;
   const syncInterval = args['sync-interval'] ?? config?.syncInterval ?? 5;
   if (!(syncInterval >= 0)) throw new UsageError('--sync-interval must be 0 or more seconds');
 
@@ -127,7 +129,6 @@ async function handler(args: ServeArgs): Promise<void> {
   }
   if (adminListen && !args['admin-token-file']) throw new UsageError('--admin-listen needs --admin-token-file');
   const adminToken = args['admin-token-file'] ? await readToken(args['admin-token-file']) : undefined;
-  const inherited = inheritedListenFds(process.env, process.pid);
 
   let specs: PlannedExport[] = [
     ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description })),
@@ -173,8 +174,7 @@ async function handler(args: ServeArgs): Promise<void> {
     }
   };
   try {
-    // systemd hands over its sockets; the default TCP address is only used without them.
-    if (inherited.length > 0 && !args.listen && !config?.listen.length && !args.socket) tcp.splice(0);
+    if (listeners.skipped.length > 0) log.info({ skipped: listeners.skipped }, 'socket activation: the config file\'s listeners are left to the socket unit');
     for (const fd of inherited) {
       const bound = await server.listenFd(fd);
       log.info({ fd, address: typeof bound === 'string' ? bound : formatHostPort(bound.address, bound.port) }, 'listening');
@@ -220,8 +220,12 @@ async function handler(args: ServeArgs): Promise<void> {
     console.log('Press Ctrl-C to stop.');
   }
 
+  // systemd (Type=notify) counts the service as started from here on.
+  await notifyServiceManager(log, ['READY=1', `STATUS=serving ${specs.length} export(s)`]);
+
   const signal = await stopRequested;
   log.info({ signal }, 'shutting down');
+  const stoppingSent = notifyServiceManager(log, ['STOPPING=1', 'STATUS=finishing requests in flight and syncing']);
   try {
     await admin?.close();
     await server.close();
@@ -229,6 +233,7 @@ async function handler(args: ServeArgs): Promise<void> {
     log.error({ err }, 'shutdown failed');
     process.exitCode = 1;
   }
+  await stoppingSent;
 }
 
 async function readToken(file: string): Promise<string> {

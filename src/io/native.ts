@@ -26,6 +26,12 @@ export interface NativeFastPaths {
    * arrived, even behind unread data), 0 when not, or -errno. Missing from older builds.
    */
   peerClosed?(fd: number): number;
+  /**
+   * Sends `message` as one datagram to the unix socket at `socketPath` ('@' first: abstract
+   * namespace), without waiting: 0 or -errno. sd_notify(3) for NOTIFY_SOCKET. Missing from
+   * older builds.
+   */
+  sdNotify?(socketPath: string, message: string): number;
 }
 
 export const Errno = { EAGAIN: 11, EWOULDBLOCK: 11, ENXIO: 6, EOPNOTSUPP: 95, ENOSYS: 38, EINVAL: 22 } as const;

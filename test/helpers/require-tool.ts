@@ -14,6 +14,8 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   nbdkit: 'nbdkit',
   fio: 'fio',
   'python3-libnbd': 'python3-libnbd',
+  'systemd-notify': 'systemd',
+  'systemd-analyze': 'systemd',
 };
 
 /** Tools that are not a program on PATH: how to tell they are there. */
