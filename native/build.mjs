@@ -2,8 +2,9 @@
 // with node-gyp. It never fails the install: without python3, make or a C compiler (or without
 // the Node headers node-gyp needs) stackbd runs on plain node:fs, and the server says so in its
 // log. node-gyp's output goes to native/build.log; one line goes to the terminal.
-//   STACKBD_NO_NATIVE=1 npm install ...   skips the build
 //   npm rebuild stackbd  (-g for a global install)   builds it again, e.g. after installing a compiler
+//   npm install --ignore-scripts ...                 builds nothing
+// (STACKBD_NO_NATIVE=1 is a switch for run time: it does not stop the build.)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,7 +19,6 @@ function finish(message) {
 }
 
 if (process.platform !== 'linux') finish(`no native fast paths on ${process.platform} (they are for Linux); stackbd runs without them`);
-if (process.env.STACKBD_NO_NATIVE === '1') finish('STACKBD_NO_NATIVE=1: native fast paths not built');
 
 // npm runs install scripts with its own node-gyp named in npm_config_node_gyp (and on PATH).
 const gyp = process.env.npm_config_node_gyp;

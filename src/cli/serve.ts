@@ -83,7 +83,6 @@ interface PlannedExport extends ExportSpec {
 
 async function handler(args: ServeArgs): Promise<void> {
   const log = await createLogger(args['log-level']);
-  logNativeStatus(log);
   // Signals are caught from the start: one that arrives while exports open still ends in an
   // orderly shutdown once they are open.
   let signalled: (signal: NodeJS.Signals) => void = () => undefined;
@@ -145,6 +144,8 @@ async function handler(args: ServeArgs): Promise<void> {
     names.add(spec.name);
   }
 
+  // Once the arguments are known to be good: a usage error stays one line.
+  logNativeStatus(log);
   const defaults = { syncIntervalMs: syncInterval * 1000, log };
   const exports: Export[] = [];
   try {

@@ -107,7 +107,11 @@ describe('docker/Dockerfile', () => {
 
     const disk = path.join(dir, 'disk.raw');
     await fs.writeFile(disk, Buffer.alloc(1 << 20));
-    const child = spawn(process.execPath, [path.join(finalDir, 'bin/stackbd.js'), 'serve', '--listen', '127.0.0.1:0', '--export', `vm=${disk}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(finalDir, 'bin/stackbd.js'), 'serve', '--listen', '127.0.0.1:0', '--export', `vm=${disk}`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      // The image runs with the addon, even in a run of the suite with STACKBD_NO_NATIVE=1.
+      env: { ...process.env, STACKBD_NO_NATIVE: '0' },
+    });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
