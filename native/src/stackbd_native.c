@@ -18,6 +18,10 @@
  *   peerClosed(fd)                    poll(POLLRDHUP) without waiting: 1 when the peer of a
  *                                     socket has closed its side (its FIN has arrived, even with
  *                                     data still unread before it), 0 when not, or -errno.
+ *   sdNotify(socketPath, message)     sends `message` as one datagram to the unix socket
+ *                                     `socketPath` ('@' first: the abstract namespace), as
+ *                                     sd_notify(3) does for NOTIFY_SOCKET (node:dgram has no
+ *                                     unix datagram sockets); never waits: 0 or -errno.
  *
  * Errors are returned as negative numbers rather than thrown: the callers decide per errno.
  */
@@ -26,10 +30,14 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #ifndef RWF_NOWAIT
@@ -192,6 +200,45 @@ static napi_value peer_closed(napi_env env, napi_callback_info info) {
   return make_number(env, n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) ? 1 : 0);
 }
 
+static napi_value sd_notify_send(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  /* One byte more than sun_path holds: a path that fills sun_path may have been cut short, so
+   * it counts as too long. */
+  char path[sizeof(addr.sun_path) + 1];
+  size_t path_length, message_length;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &path_length) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], NULL, 0, &message_length) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sdNotify(socketPath, message)");
+    return NULL;
+  }
+  if (path_length < 2 || path_length >= sizeof(addr.sun_path) || (path[0] != '/' && path[0] != '@')) return make_number(env, -(double)EINVAL);
+  memcpy(addr.sun_path, path, path_length);
+  if (path[0] == '@') addr.sun_path[0] = '\0';
+  char *message = malloc(message_length + 1);
+  if (message == NULL) return make_number(env, -(double)ENOMEM);
+  if (napi_get_value_string_utf8(env, argv[1], message, message_length + 1, &message_length) != napi_ok) {
+    free(message);
+    napi_throw_error(env, NULL, "stackbd-native: N-API call failed");
+    return NULL;
+  }
+  int result = 0;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    result = -errno;
+  } else {
+    socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_length);
+    if (sendto(fd, message, message_length, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&addr, length) < 0) result = -errno;
+    close(fd);
+  }
+  free(message);
+  return make_number(env, result);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"readCached", NULL, read_cached, NULL, NULL, NULL, napi_default, NULL},
@@ -201,6 +248,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
       {"lockFile", NULL, lock_file, NULL, NULL, NULL, napi_default, NULL},
       {"peerClosed", NULL, peer_closed, NULL, NULL, NULL, napi_default, NULL},
+      {"sdNotify", NULL, sd_notify_send, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -1,7 +1,7 @@
 /** `stackbd serve`: serves images and stacks over NBD until SIGINT or SIGTERM. */
 import fs from 'node:fs/promises';
-import type { FastifyInstance } from 'fastify';
 import type { Argv, CommandModule } from 'yargs';
+import type { JsonServer } from '../server/http-json.js';
 import { loadConfig } from '../server/config.js';
 import type { Export } from '../server/export.js';
 import { NbdServer, removeStaleSocket } from '../server/server.js';
@@ -11,10 +11,12 @@ import { prepareDemo } from './demo.js';
 import { parseExportSpec, type ExportSpec } from './export-spec.js';
 import { warnIfExposed } from './exposure-warning.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
+import { logNativeStatus } from './native-notice.js';
 import { openExport } from './open-export.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
+import { notifyServiceManager } from './sd-notify.js';
 import { parseSize } from './size.js';
-import { inheritedListenFds } from './socket-activation.js';
+import { inheritedListenFds, planListeners } from './socket-activation.js';
 import { UsageError } from './usage-error.js';
 
 interface ServeArgs {
@@ -100,9 +102,10 @@ async function handler(args: ServeArgs): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const config = args.config ? await loadConfig(args.config) : null;
-  const tcp: TcpAddress[] = [...(config?.listen ?? []), ...(args.listen ?? [])].map(parseListenAddress);
-  const sockets = [...(config?.socket ?? []), ...(args.socket ?? [])];
-  if (tcp.length === 0 && sockets.length === 0) tcp.push(parseListenAddress('127.0.0.1:10809'));
+  const inherited = inheritedListenFds(process.env, process.pid);
+  const listeners = planListeners(inherited.length, config, args);
+  const tcp: TcpAddress[] = listeners.tcp.map(parseListenAddress);
+  const sockets = listeners.sockets;
   const syncInterval = args['sync-interval'] ?? config?.syncInterval ?? 5;
   if (!(syncInterval >= 0)) throw new UsageError('--sync-interval must be 0 or more seconds');
 
@@ -126,7 +129,6 @@ async function handler(args: ServeArgs): Promise<void> {
   }
   if (adminListen && !args['admin-token-file']) throw new UsageError('--admin-listen needs --admin-token-file');
   const adminToken = args['admin-token-file'] ? await readToken(args['admin-token-file']) : undefined;
-  const inherited = inheritedListenFds(process.env, process.pid);
 
   let specs: PlannedExport[] = [
     ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description })),
@@ -143,6 +145,8 @@ async function handler(args: ServeArgs): Promise<void> {
     names.add(spec.name);
   }
 
+  // Once the arguments are known to be good: a usage error stays one line.
+  logNativeStatus(log);
   const defaults = { syncIntervalMs: syncInterval * 1000, log };
   const exports: Export[] = [];
   try {
@@ -163,7 +167,7 @@ async function handler(args: ServeArgs): Promise<void> {
     ...(socketMode !== undefined ? { socketMode } : {}),
     session: { negotiationTimeoutMs: args['handshake-timeout'] * 1000, maxBytesInFlight: maxInFlight },
   });
-  let admin: FastifyInstance | null = null;
+  let admin: JsonServer | null = null;
   const uris: string[] = [];
   const addUris = (tcpHostPort: string | null, unixPath: string | null): void => {
     for (const spec of specs) {
@@ -173,8 +177,7 @@ async function handler(args: ServeArgs): Promise<void> {
     }
   };
   try {
-    // systemd hands over its sockets; the default TCP address is only used without them.
-    if (inherited.length > 0 && !args.listen && !config?.listen.length && !args.socket) tcp.splice(0);
+    if (listeners.skipped.length > 0) log.info({ skipped: listeners.skipped }, 'socket activation: the config file\'s listeners are left to the socket unit');
     for (const fd of inherited) {
       const bound = await server.listenFd(fd);
       log.info({ fd, address: typeof bound === 'string' ? bound : formatHostPort(bound.address, bound.port) }, 'listening');
@@ -192,21 +195,19 @@ async function handler(args: ServeArgs): Promise<void> {
       addUris(null, path);
     }
     if (args['admin-socket'] || adminListen) {
-      // Loaded only when asked for: fastify and prom-client cost startup time.
+      // Loaded only when asked for: prom-client costs startup time.
       const { buildAdminApi } = await import('../server/admin-api.js');
       const { ServerMetrics } = await import('../server/metrics.js');
       const metrics = new ServerMetrics(server);
       admin = buildAdminApi({ server, metrics, logger: log, token: adminToken, openExport: (request) => openExport(request, defaults) });
       if (args['admin-socket']) {
         await removeStaleSocket(args['admin-socket']);
-        await admin.listen({ path: args['admin-socket'] });
+        await admin.listenUnix(args['admin-socket']);
         await fs.chmod(args['admin-socket'], 0o600);
         log.info({ admin: args['admin-socket'] }, 'admin API listening');
       }
       if (adminListen) {
-        await admin.listen({ host: adminListen.host, port: adminListen.port });
-        const address = admin.server.address();
-        const port = typeof address === 'object' && address ? address.port : adminListen.port;
+        const { port } = await admin.listenTcp(adminListen.host, adminListen.port);
         log.info({ admin: formatHostPort(adminListen.host, port), adminTcp: { host: adminListen.host, port } }, 'admin API listening');
       }
     }
@@ -222,8 +223,12 @@ async function handler(args: ServeArgs): Promise<void> {
     console.log('Press Ctrl-C to stop.');
   }
 
+  // systemd (Type=notify) counts the service as started from here on.
+  await notifyServiceManager(log, ['READY=1', `STATUS=serving ${specs.length} export(s)`]);
+
   const signal = await stopRequested;
   log.info({ signal }, 'shutting down');
+  const stoppingSent = notifyServiceManager(log, ['STOPPING=1', 'STATUS=finishing requests in flight and syncing']);
   try {
     await admin?.close();
     await server.close();
@@ -231,6 +236,7 @@ async function handler(args: ServeArgs): Promise<void> {
     log.error({ err }, 'shutdown failed');
     process.exitCode = 1;
   }
+  await stoppingSent;
 }
 
 async function readToken(file: string): Promise<string> {

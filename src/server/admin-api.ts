@@ -1,16 +1,16 @@
 /**
- * The admin API: HTTP (fastify) on a unix socket, or on a loopback TCP port with a bearer
- * token. It lists exports with their layers, connections and stats; adds and removes exports
+ * The admin API: HTTP (node:http, see http-json.ts) on a unix socket, on a loopback TCP port,
+ * or both at once; with a token, every request must send it as a bearer token. It lists exports with their layers, connections and stats; adds and removes exports
  * (a removed export finishes what is in flight first); snapshots an export live; reports health;
  * and serves Prometheus metrics at /metrics.
  */
 import { timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs/promises';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { StackbdError } from '../block/errors.js';
 import { appendLiveOverlay } from '../stack/live-snapshot.js';
 import type { Export } from './export.js';
+import { HttpError, JsonServer, type Route } from './http-json.js';
 import type { ServerMetrics } from './metrics.js';
 import type { NbdServer } from './server.js';
 
@@ -52,15 +52,6 @@ export function describeExport(exp: Export): Record<string, unknown> {
   };
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 function isStringList(v: unknown): v is string[] {
   return Array.isArray(v) && v.length > 0 && v.every((s) => typeof s === 'string' && s !== '');
 }
@@ -81,84 +72,94 @@ function tokenMatches(header: string | undefined, token: string): boolean {
   return given.length === wanted.length && timingSafeEqual(given, wanted);
 }
 
-export function buildAdminApi(options: AdminApiOptions): FastifyInstance {
+/** The status and message a failed request gets; a failure that is not the client's is logged. */
+function mapError(err: unknown, logger: Logger): HttpError {
+  if (err instanceof StackbdError) return new HttpError(400, err.message);
+  // A file that cannot be opened (ENOENT, EACCES, ...) is a mistake in the request.
+  const sys = err as NodeJS.ErrnoException;
+  if (typeof sys.code === 'string' && typeof sys.syscall === 'string') return new HttpError(400, sys.message);
+  logger.error({ err }, 'admin API request failed');
+  return new HttpError(500, err instanceof Error ? err.message : String(err));
+}
+
+function routes(options: AdminApiOptions): Route[] {
   const { server, metrics } = options;
-  const app = Fastify({ logger: false, bodyLimit: 64 * 1024, forceCloseConnections: true });
   const started = Date.now();
-
-  if (options.token) {
-    const token = options.token;
-    app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-      if (!tokenMatches(request.headers.authorization, token)) await reply.code(401).send({ error: 'missing or wrong bearer token' });
-    });
-  }
-
-  app.setErrorHandler((err: unknown, _request, reply) => {
-    if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message });
-    if (err instanceof StackbdError) return reply.code(400).send({ error: err.message });
-    // A file that cannot be opened (ENOENT, EACCES, ...) is a mistake in the request.
-    const sys = err as NodeJS.ErrnoException;
-    if (typeof sys.code === 'string' && typeof sys.syscall === 'string') return reply.code(400).send({ error: sys.message });
-    const e = err as { statusCode?: number; message?: string };
-    if (typeof e.statusCode === 'number' && e.statusCode < 500) return reply.code(e.statusCode).send({ error: e.message });
-    options.logger.error({ err }, 'admin API request failed');
-    return reply.code(500).send({ error: err instanceof Error ? err.message : String(err) });
-  });
-
   const find = (name: string): Export => {
     const exp = server.get(name);
     if (!exp) throw new HttpError(404, `no export named "${name}"`);
     return exp;
   };
+  return [
+    {
+      method: 'GET',
+      path: '/health',
+      handle: async () => ({
+        status: 200,
+        json: { status: 'ok', uptimeSeconds: Math.round((Date.now() - started) / 1000), exports: server.list().length, connections: server.connectionCount },
+      }),
+    },
+    { method: 'GET', path: '/exports', handle: async () => ({ status: 200, json: server.list().map(describeExport) }) },
+    { method: 'GET', path: '/exports/:name', handle: async ({ params }) => ({ status: 200, json: describeExport(find(params.name)) }) },
+    {
+      method: 'POST',
+      path: '/exports',
+      handle: async ({ body }) => {
+        const wanted = parseExportRequest(body);
+        if (server.get(wanted.name)) throw new HttpError(409, `export "${wanted.name}" exists already`);
+        const exp = await options.openExport(wanted);
+        try {
+          server.addExport(exp);
+        } catch (err) {
+          await exp.close();
+          throw new HttpError(409, err instanceof Error ? err.message : String(err));
+        }
+        metrics.attach(exp);
+        options.logger.info({ export: exp.name, layers: wanted.layers }, 'export added');
+        return { status: 201, json: describeExport(exp) };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/exports/:name',
+      handle: async ({ params }) => {
+        const exp = find(params.name);
+        await server.removeExport(exp.name);
+        metrics.detach(exp);
+        return { status: 204 };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/exports/:name/snapshot',
+      handle: async ({ params, body }) => {
+        const exp = find(params.name);
+        const b = body as { path?: unknown } | null | undefined;
+        if (!b || typeof b.path !== 'string' || b.path === '') throw new HttpError(400, 'expected {"path": "new-overlay.asif"}');
+        const path = b.path;
+        if (await fs.stat(path).then(() => true, () => false)) throw new HttpError(409, `${path} exists already`);
+        if (exp.readOnly) throw new HttpError(409, `export "${exp.name}" is read-only`);
+        await exp.snapshot((stack) => appendLiveOverlay(stack, path));
+        return { status: 201, json: describeExport(exp) };
+      },
+    },
+    { method: 'GET', path: '/metrics', handle: async () => ({ status: 200, text: await metrics.render(), contentType: metrics.contentType }) },
+  ];
+}
 
-  app.get('/health', async () => ({
-    status: 'ok',
-    uptimeSeconds: Math.round((Date.now() - started) / 1000),
-    exports: server.list().length,
-    connections: server.connectionCount,
-  }));
-
-  app.get('/exports', async () => server.list().map(describeExport));
-
-  app.get<{ Params: { name: string } }>('/exports/:name', async (request) => describeExport(find(request.params.name)));
-
-  app.post('/exports', async (request, reply) => {
-    const wanted = parseExportRequest(request.body);
-    if (server.get(wanted.name)) throw new HttpError(409, `export "${wanted.name}" exists already`);
-    const exp = await options.openExport(wanted);
-    try {
-      server.addExport(exp);
-    } catch (err) {
-      await exp.close();
-      throw new HttpError(409, err instanceof Error ? err.message : String(err));
-    }
-    metrics.attach(exp);
-    options.logger.info({ export: exp.name, layers: wanted.layers }, 'export added');
-    return reply.code(201).send(describeExport(exp));
+/** The admin API's listeners; nothing listens until listenUnix / listenTcp. */
+export function buildAdminApi(options: AdminApiOptions): JsonServer {
+  const token = options.token;
+  return new JsonServer({
+    routes: routes(options),
+    bodyLimit: 64 * 1024,
+    mapError: (err) => mapError(err, options.logger),
+    ...(token
+      ? {
+          authorize: (headers) => {
+            if (!tokenMatches(headers.authorization, token)) throw new HttpError(401, 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
+          },
+        }
+      : {}),
   });
-
-  app.delete<{ Params: { name: string } }>('/exports/:name', async (request, reply) => {
-    const exp = find(request.params.name);
-    await server.removeExport(exp.name);
-    metrics.detach(exp);
-    return reply.code(204).send();
-  });
-
-  app.post<{ Params: { name: string } }>('/exports/:name/snapshot', async (request, reply) => {
-    const exp = find(request.params.name);
-    const body = request.body as { path?: unknown } | null;
-    if (!body || typeof body.path !== 'string' || body.path === '') throw new HttpError(400, 'expected {"path": "new-overlay.asif"}');
-    const path = body.path;
-    if (await fs.stat(path).then(() => true, () => false)) throw new HttpError(409, `${path} exists already`);
-    if (exp.readOnly) throw new HttpError(409, `export "${exp.name}" is read-only`);
-    await exp.snapshot((stack) => appendLiveOverlay(stack, path));
-    return reply.code(201).send(describeExport(exp));
-  });
-
-  app.get('/metrics', async (_request, reply) => {
-    const text = await metrics.render();
-    return reply.header('content-type', metrics.contentType).send(text);
-  });
-
-  return app;
 }

@@ -243,6 +243,7 @@ export class Session implements ReplySink {
       if (this.overloaded(1)) {
         this.paused = true;
         this.socket.pause();
+        this.log.debug({ requests: this.inFlight, bytesInFlight: this.bytesInFlight, unsentReplyBytes: this.socket.writableLength }, 'paused reading: at the in-flight limit');
       }
     }
   }
@@ -282,6 +283,7 @@ export class Session implements ReplySink {
     this.paused = false;
     this.holding = true;
     this.socket.resume();
+    this.log.debug('resumed reading');
     // What the kernel held while we were paused is read in the next I/O phases, and the end of
     // the stream behind it if the client is gone. The kernel knows at once whether the client's
     // FIN has arrived; where it cannot be asked, the hold lasts until the check phase of the
@@ -329,6 +331,13 @@ export class Session implements ReplySink {
     if (this.phase === 'draining') {
       this.flushCork();
       this.socket.end();
+      // A socket paused at the in-flight limit would never read the client's end of the
+      // stream, so it would never close (and a paused socket does not keep the process alive:
+      // a shutdown then exited 13 without syncing). Read on; what arrives is dropped.
+      if (this.paused) {
+        this.paused = false;
+        this.socket.resume();
+      }
     }
   }
 

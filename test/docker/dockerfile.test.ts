@@ -100,14 +100,18 @@ describe('docker/Dockerfile', () => {
       if (step.op === 'HEALTHCHECK') health = step.args;
     }
     expect(await fs.stat(path.join(finalDir, 'node_modules/vitest')).catch(() => null)).toBeNull();
-    // The native fast paths were built and come along (node_modules links to native/).
-    expect((await fs.stat(path.join(finalDir, 'node_modules/stackbd-native/build/Release/stackbd_native.node'))).isFile()).toBe(true);
+    // The native fast paths were built by npm ci (the package's install script) and come along.
+    expect((await fs.stat(path.join(finalDir, 'native/build/Release/stackbd_native.node'))).isFile()).toBe(true);
     const version = await runCommand(process.execPath, [path.join(finalDir, 'bin/stackbd.js'), '--version']);
     expect(version.code, version.stderr).toBe(0);
 
     const disk = path.join(dir, 'disk.raw');
     await fs.writeFile(disk, Buffer.alloc(1 << 20));
-    const child = spawn(process.execPath, [path.join(finalDir, 'bin/stackbd.js'), 'serve', '--listen', '127.0.0.1:0', '--export', `vm=${disk}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(finalDir, 'bin/stackbd.js'), 'serve', '--listen', '127.0.0.1:0', '--export', `vm=${disk}`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      // The image runs with the addon, even in a run of the suite with STACKBD_NO_NATIVE=1.
+      env: { ...process.env, STACKBD_NO_NATIVE: '0' },
+    });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -121,6 +125,7 @@ describe('docker/Dockerfile', () => {
       const probe = await runCommand(process.execPath, args);
       expect(probe.code, probe.stderr).toBe(0);
       expect(probe.stdout).toContain('"name":"vm"');
+      expect(stderr, 'the server in the image loads the native fast paths').not.toContain('native fast paths not loaded');
     } finally {
       process.kill(child.pid!, 'SIGTERM');
       expect(await exited).toBe(0);

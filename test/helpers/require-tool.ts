@@ -17,6 +17,8 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   dmg2img: 'dmg2img',
   xz: 'xz-utils',
   'python3-libnbd': 'python3-libnbd',
+  'systemd-notify': 'systemd',
+  'systemd-analyze': 'systemd',
 };
 
 /** Tools that are not a program on PATH: how to tell they are there. */

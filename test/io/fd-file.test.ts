@@ -16,7 +16,7 @@ describe('FdFile', () => {
 
   it('loads the native fast paths on Linux (built by npm install), and can be turned off', () => {
     const native = loadNative({});
-    expect(native, 'stackbd-native did not load: run npm install (needs python3, make, g++)').not.toBeNull();
+    expect(native, 'the native addon did not load: run `node native/build.mjs` (needs python3, make, g++)').not.toBeNull();
     expect(loadNative({ STACKBD_NO_NATIVE: '1' })).toBeNull();
   });
 

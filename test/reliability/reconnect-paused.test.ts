@@ -5,8 +5,10 @@
  * writes W2 to X and gets its reply. When the slow writes finish, the server resumes reading
  * the dead connection and must not run W1 now: it would land after W2, the newer write that
  * was already acknowledged (DESIGN.md: "a write from a dead connection can never land after a
- * newer one"). The scenario is timing-dependent in its details, so it runs five times on
- * separate ranges; any stale write fails the test.
+ * newer one"). Each step checks it reached the state it describes before the next: the server
+ * holds the dead connection at its limit with W1 unread, the client's FIN has reached the server
+ * (the fencing is exact from there on: docs/reliability.md), and the dead connection's session
+ * has ended before X is read back. It runs five times on separate ranges.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -14,7 +16,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Layer } from '../../src/formats/layer.js';
 import { openRaw } from '../../src/formats/raw.js';
 import { NbdClient } from '../../src/nbd/client.js';
+import { socketOf } from '../helpers/client-socket.js';
 import { startInProcessServer, type InProcessServer } from '../helpers/in-process-server.js';
+import { tcpState, until } from '../helpers/tcp-state.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
 const KiB = 1024;
@@ -52,17 +56,24 @@ describe('reconnect fencing after a connection paused at its in-flight limit', (
       gate = new Promise((resolve) => (open = resolve));
       const x = attempt * 64 * KiB;
       const dead = await NbdClient.connect(srv.target, { exportName: 'disk' });
-      // 2 MiB of slow writes: the server takes in about 1 MiB of them, then stops reading.
+      const deadPort = socketOf(dead).localPort!;
+      // 2 MiB of slow writes: the server takes in a little over 1 MiB of them (they cannot
+      // finish), then stops reading, with W1 behind the rest.
       for (let i = 0; i < 8; i++) void dead.pwrite(Buffer.alloc(256 * KiB, 1), SLOW_AREA + i * 256 * KiB).catch(() => undefined);
       void dead.pwrite(Buffer.alloc(4096, 0xaa), x).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 100));
+      await until(() => srv.server.bytesInFlight > MiB, 'the dead connection at its in-flight limit');
+      const takenIn = srv.server.bytesInFlight;
+      expect(takenIn, 'the server stopped reading before W1').toBeLessThan(8 * 256 * KiB);
       dead.destroy();
-      await new Promise((r) => setTimeout(r, 50));
+      await until(() => tcpState(srv.port, deadPort) === 'CLOSE_WAIT', "the dead client's FIN reached the server");
+      expect(srv.server.bytesInFlight, 'still paused: nothing more was taken in').toBe(takenIn);
       const fresh = await NbdClient.connect(srv.target, { exportName: 'disk' });
       await fresh.pwrite(Buffer.alloc(4096, 0xbb), x);
       expect((await fresh.pread(x, 4096)).every((b) => b === 0xbb)).toBe(true);
       open();
-      await new Promise((r) => setTimeout(r, 300));
+      // The slow writes finish, the server resumes reading the dead connection and meets W1
+      // there; once that session has ended, whatever it was going to do is done.
+      await until(() => srv.server.connectionCount === 1, "the dead connection's session ended");
       const after = await fresh.pread(x, 4096);
       if (!after.every((b) => b === 0xbb)) stale.push(`attempt ${attempt}: range ${x}+4096 holds 0x${after[0].toString(16)} from the dead connection, written after the newer 0xbb`);
       await fresh.disconnect();

@@ -10,6 +10,10 @@
  * - The negotiating client is never served during the shutdown: an option it sends then gets
  *   ERR_SHUTDOWN, or its connection is closed (the test reports which); new connections get
  *   no greeting.
+ * - Requests the server had not taken in are not run. To have some for certain, a bulk writer
+ *   holds the server at its in-flight limit before the SIGTERM (it stops reading its replies,
+ *   which the server counts until they are sent), and the test waits until the server says it
+ *   stopped reading that connection.
  * (deep-queue.test.ts holds the server to the same bound with a deep queue of payload-free
  * requests.)
  */
@@ -22,6 +26,7 @@ import { Magic, Option, OptionReply } from '../../src/nbd/constants.js';
 import { NbdClient, NbdRequestError } from '../../src/nbd/client.js';
 import { encodeOption } from '../../src/nbd/handshake.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
+import { socketOf } from '../helpers/client-socket.js';
 import { RawConnection } from '../helpers/raw-connection.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { spawnServer, type SpawnedServer } from '../helpers/spawn-server.js';
@@ -45,7 +50,8 @@ async function outcome(p: Promise<void>): Promise<Outcome> {
       if (err.errno === ESHUTDOWN) return 'ESHUTDOWN';
       throw new Error(`a request failed with error ${err.errno} (${err.message}) during shutdown, not ESHUTDOWN`);
     }
-    if (String(err).includes('connection closed') || String(err).includes('ECONNRESET')) return 'dropped';
+    // EPIPE: the server closed the connection while the client still had requests to send.
+    if (['connection closed', 'ECONNRESET', 'EPIPE'].some((text) => String(err).includes(text))) return 'dropped';
     throw err;
   }
 }
@@ -81,7 +87,12 @@ describe('SIGTERM with requests in flight', () => {
     await fs.writeFile(base, randomBytes(SIZE));
     const made = await runStackbd(['append', base, '--new', overlay]);
     expect(made.code, made.stderr).toBe(0);
-    server = await spawnServer({ args: ['--export', `raw=${raw}`, '--export', `stack=${base},${overlay}`, '--sync-interval', '0'] });
+    // --max-in-flight 8M: the bulk writer below reaches it with a few reads; debug logs say when
+    // the server stops reading a connection at its limit.
+    server = await spawnServer({
+      args: ['--export', `raw=${raw}`, '--export', `stack=${base},${overlay}`, '--sync-interval', '0', '--max-in-flight', '8M'],
+      logLevel: 'debug',
+    });
   });
   afterAll(async () => {
     if (server) await signalAndWait(server.process, 'SIGKILL');
@@ -108,9 +119,43 @@ describe('SIGTERM with requests in flight', () => {
       if (head.readUInt32BE(12) === OptionReply.ACK) break;
     }
 
-    // The slow part: overlapping 1 MiB zeroes run one after the other.
+    // A bulk writer held at the bytes-in-flight limit, so that at the shutdown part of its
+    // requests were never taken in: 12 rounds of writes over 8 slots of 1 MiB. The first round is
+    // acknowledged; then it stops reading replies and asks for 5 reads of 16 MiB, whose replies
+    // stay in the server's socket and count against the limit (far more than the kernel's
+    // buffers take), so the server stops reading this connection; the other 11 rounds follow.
+    // While its replies are unsent the server cannot finish its shutdown either: the test lets
+    // them go once it has checked what a shutting-down server does.
     // (Outcomes are taken at once, so no rejection goes unhandled while the test waits.)
-    const zeroes = Array.from({ length: SLOW_ZEROES }, () => outcome(slow.zero(SIZE - MiB, MiB, { noHole: true })));
+    const bulkWriter = await NbdClient.connect(target, { exportName: 'raw' });
+    const bulk: Array<{ slot: number; data: Buffer; done: Promise<Outcome> }> = [];
+    const bulkWrite = (i: number): void => {
+      const data = randomBytes(MiB);
+      bulk.push({ slot: i % 8, data, done: outcome(bulkWriter.pwrite(data, 4 * MiB + (i % 8) * MiB)) });
+    };
+    for (let i = 0; i < 8; i++) bulkWrite(i);
+    expect(await Promise.all(bulk.map((b) => b.done))).toEqual(Array(8).fill('acknowledged'));
+    const bulkSocket = socketOf(bulkWriter);
+    bulkSocket.pause();
+    const bulkReads = Array.from({ length: 5 }, () => outcome(bulkWriter.pread(0, SIZE).then(() => undefined)));
+    for (let i = 8; i < 96; i++) bulkWrite(i);
+    // Held: the server logged that it stopped reading the connection (and has not resumed), and
+    // the client holds requests it could not hand over.
+    const pauses = (): Array<{ conn: number; msg: string }> =>
+      server
+        .logs()
+        .split('\n')
+        .filter((l) => l.includes('paused reading') || l.includes('resumed reading'))
+        .map((l) => JSON.parse(l) as { conn: number; msg: string });
+    const held = (): boolean => {
+      const events = pauses();
+      return events.length > 0 && events[events.length - 1].msg.startsWith('paused') && bulkSocket.writableLength > 0;
+    };
+    for (const deadline = Date.now() + 30_000; !held(); await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > deadline) throw new Error(`the server never stopped reading the bulk writer at its in-flight limit: ${JSON.stringify(pauses())}, ${bulkSocket.writableLength} bytes unsent`);
+    }
+
+    // Writes on a RAW export and on a stack: a quarter of them answered before the signal.
     const writes: Array<{ client: 'raw' | 'stack'; offset: number; data: Buffer; done: Promise<Outcome> }> = [];
     for (let i = 0; i < 48; i++) {
       const data = randomBytes(64 * KiB + (i % 3) * 512);
@@ -118,26 +163,26 @@ describe('SIGTERM with requests in flight', () => {
       writes.push({ client: 'raw', offset, data, done: outcome(rawWriter.pwrite(data, offset)) });
       writes.push({ client: 'stack', offset, data, done: outcome(stackWriter.pwrite(data, offset)) });
     }
-    // A bulk writer past the bytes-in-flight limit (64 MiB): the server stops reading it, so at
-    // the shutdown part of its requests were never taken in. 12 rounds over 8 slots of 1 MiB.
-    const bulkWriter = await NbdClient.connect(target, { exportName: 'raw' });
-    const bulk = Array.from({ length: 96 }, (_, i) => {
-      const data = randomBytes(MiB);
-      return { slot: i % 8, data, done: outcome(bulkWriter.pwrite(data, 4 * MiB + (i % 8) * MiB)) };
-    });
-    // Let the server answer some of them, then stop it while the rest are in flight.
     let answered = 0;
     await new Promise<void>((resolve) => {
       for (const w of writes) void w.done.then(() => ++answered === 24 && resolve());
-      setTimeout(resolve, 3000);
     });
+    // The slow part: overlapping 1 MiB zeroes run one after the other; the signal goes as soon
+    // as the first is answered, when the server has taken in all of them (600 small requests,
+    // sent at once) and has most still to run.
+    let zeroesDone = 0;
+    const zeroes = Array.from({ length: SLOW_ZEROES }, () => outcome(slow.zero(SIZE - MiB, MiB, { noHole: true })).finally(() => zeroesDone++));
+    await Promise.race(zeroes);
+    const zeroesDoneAtSignal = zeroesDone;
+    expect(new Set(pauses().map((e) => e.conn)).size, 'only the bulk writer reaches the limit').toBe(1);
+    expect(held(), 'the bulk writer is still held at the signal').toBe(true);
+    const unsentAtSignal = bulkSocket.writableLength;
     const signalled = Date.now();
     process.kill(server.pid, 'SIGTERM');
     const exited = exitOf(server.process);
     await server.waitForLog('shutting down', 5000).catch((err: unknown) => {
       throw new Error(`${String(err)}\nexit: ${server.process.exitCode} ${server.process.signalCode}`);
     });
-    const aliveDuringShutdown = server.process.exitCode === null;
 
     // During the shutdown: the negotiating client asks again; a new client tries to connect.
     negotiating.write(encodeOption(Option.LIST));
@@ -150,9 +195,13 @@ describe('SIGTERM with requests in flight', () => {
       negotiationOutcome = String(err).includes('closed') ? 'closed' : String(err);
     }
     const late = await connectDuringShutdown(server.port);
+    // Still shutting down: the bulk writer's replies hold it. Now they may go.
+    const aliveDuringShutdown = server.process.exitCode === null;
+    bulkSocket.resume();
 
     const results = await Promise.all([...zeroes, ...writes.map((w) => w.done)]);
     const bulkOutcomes = await Promise.all(bulk.map((b) => b.done));
+    const readOutcomes = await Promise.all(bulkReads);
     const exit = await exited;
     const stopMs = Date.now() - signalled;
 
@@ -167,17 +216,20 @@ describe('SIGTERM with requests in flight', () => {
     const bulkTally = tally(bulkOutcomes);
     console.log(
       `shutdown: exit ${exit.code} after ${stopMs} ms; ${SLOW_ZEROES} slow zeroes: ${JSON.stringify(zeroTally)}; 96 writes: ${JSON.stringify(writeTally)}; 96 bulk 1 MiB writes: ${JSON.stringify(bulkTally)}; ` +
+        `bulk reads: ${JSON.stringify(tally(readOutcomes))}; at the signal: ${zeroesDoneAtSignal} zeroes answered, ${unsentAtSignal} bytes of the bulk writer unsent; ` +
         `negotiating client: ${negotiationOutcome}; new connection: ${late.refused ? 'refused' : `closed after ${late.bytes} bytes`}`,
     );
 
-    expect(aliveDuringShutdown, 'the slow workload kept the server draining').toBe(true);
-    expect(exit).toEqual({ code: 0, signal: null });
+    expect(aliveDuringShutdown, 'the held bulk writer kept the server draining').toBe(true);
+    expect(exit, server.logs().split('\n').filter((l) => !l.includes('"level":20') || l.includes('reading')).slice(-40).join('\n')).toEqual({ code: 0, signal: null });
     expect(stopMs).toBeLessThan(10_000);
     expect(server.logs()).toContain('server stopped');
     expect(['ERR_SHUTDOWN', 'closed'], 'a negotiating client is never served during the shutdown').toContain(negotiationOutcome);
     expect(late.bytes, 'a client connecting during the shutdown gets no greeting').toBe(0);
-    // Requests already taken in were finished: the slow queue ran to its end.
-    expect(zeroTally.acknowledged).toBeGreaterThan(0);
+    // Requests already taken in were finished: the slow queue, which had answered only its first
+    // at the signal, went on.
+    expect(zeroesDoneAtSignal).toBeLessThan(SLOW_ZEROES);
+    expect(zeroTally.acknowledged).toBeGreaterThan(zeroesDoneAtSignal);
 
     // Every acknowledged write is in the files: the RAW file, and the overlay (synced at shutdown).
     const rawBytes = await fs.readFile(raw);

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminRequest } from '../../src/cli/admin-client.js';
@@ -125,4 +126,61 @@ describe('admin API', () => {
     expect(open.code).toBe(2);
     expect(open.stderr).toContain('loopback');
   });
+
+  it('serves on --admin-socket and --admin-listen at once, and answers bad requests with 4xx', async () => {
+    const tokenFile = path.join(dir, 'token-both');
+    const token = randomBytes(24).toString('hex');
+    await fs.writeFile(tokenFile, token);
+    const socket = path.join(dir, 'admin-both.sock');
+    const server = await spawnServer({
+      args: ['--export', `vm=${base}`, '--read-only', '--admin-socket', socket, '--admin-listen', '127.0.0.1:0', '--admin-token-file', tokenFile],
+    });
+    try {
+      const line = await server.waitForLog('"adminTcp"');
+      const { port } = (JSON.parse(line) as { adminTcp: { port: number } }).adminTcp;
+      const tcp = { url: `http://127.0.0.1:${port}`, token };
+      const unix = { socketPath: socket, token };
+      for (const target of [tcp, unix]) {
+        const health = await adminRequest(target, 'GET', '/health');
+        expect(health.status, health.body).toBe(200);
+        expect(JSON.parse(health.body)).toMatchObject({ status: 'ok', exports: 1 });
+        expect((await adminRequest({ ...target, token: undefined }, 'GET', '/health')).status).toBe(401);
+      }
+      const unknown = await adminRequest(unix, 'GET', '/nowhere');
+      expect(unknown.status).toBe(404);
+      expect(JSON.parse(unknown.body)).toHaveProperty('error');
+      const wrongMethod = await rawRequest(socket, token, 'PUT', '/exports', '');
+      expect(wrongMethod.status).toBe(405);
+      expect(wrongMethod.headers.allow).toBe('GET, POST');
+      const badJson = await rawRequest(socket, token, 'POST', '/exports', '{"name": ', 'application/json');
+      expect(badJson.status).toBe(400);
+      expect(badJson.body).toContain('not valid JSON');
+      const notJson = await rawRequest(socket, token, 'POST', '/exports', 'name=x', 'application/x-www-form-urlencoded');
+      expect(notJson.status).toBe(415);
+      const huge = await rawRequest(socket, token, 'POST', '/exports', JSON.stringify({ name: 'x', layers: ['a'.repeat(70 * 1024)] }), 'application/json');
+      expect(huge.status).toBe(413);
+      const one = await adminRequest(tcp, 'GET', '/exports/vm');
+      expect(JSON.parse(one.body)).toMatchObject({ name: 'vm', readOnly: true });
+      expect((await adminRequest(tcp, 'GET', '/exports/nope')).status).toBe(404);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
 });
+
+/** One request with a body sent as is (adminRequest always sends JSON). */
+function rawRequest(socketPath: string, token: string, method: string, urlPath: string, body: string, contentType?: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath, method, path: urlPath, headers: { authorization: `Bearer ${token}`, ...(contentType ? { 'content-type': contentType } : {}) } },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      },
+    );
+    // The server may answer (413) and close before it has read the whole body.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    req.end(body);
+  });
+}

@@ -34,7 +34,7 @@ describe('peer-closed probe', () => {
 
   it('sees the FIN behind unread data at once, and a live peer as alive', async () => {
     const native = loadNative();
-    expect(native?.peerClosed, 'the native addon is built by `npm ci` (node-gyp); run `npm rebuild stackbd-native`').toBeTypeOf('function');
+    expect(native?.peerClosed, 'the native addon is built by `npm ci` (node-gyp); run `node native/build.mjs` (needs python3, make, g++)').toBeTypeOf('function');
     const probe = makePeerClosedProbe(native);
     const { server, client } = await pair();
     // Small enough to sit in the receive buffer whole: a FIN queues behind unsent data.
