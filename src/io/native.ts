@@ -41,7 +41,7 @@ export const WITHOUT_NATIVE = [
   'small cached reads go through the thread pool instead of being served inline',
   'RAW images have no hole map (base:allocation reports them as all data)',
   'zeroing and trimming RAW images write zeros instead of punching holes',
-  'images are not flock-ed',
+  'images are locked by their lock directories alone (no flock, which the kernel drops when a process dies)',
   'a client that went away is noticed only after its buffered requests are read',
 ] as const;
 
