@@ -9,7 +9,8 @@
  *   NbdProtocolError and the caller must close the connection;
  * - the framing is intact but a chunk's content is wrong (data outside the request or
  *   overlapping earlier data, a read not fully covered at DONE, status for a context that was
- *   not selected or past the request, a malformed error chunk, an unknown chunk type): that one
+ *   not selected, past the request or missing at DONE, a malformed error chunk, an unknown
+ *   chunk type): that one
  *   request fails with NbdProtocolError, its remaining chunks are read and dropped, and the
  *   connection goes on.
  * Every length is checked against what the request can need before bytes are waited for, so the
@@ -108,7 +109,7 @@ export class ReplyReader {
     if (magic !== MAGIC_OF_MODE[this.mode] && !(simple && this.mode === 'structured')) {
       const known = Object.entries(MAGIC_OF_MODE).find(([, m]) => m === magic);
       throw new NbdProtocolError(
-        known ? `a ${known[0]} reply header, but ${this.mode} replies were negotiated` : `bad reply magic 0x${magic.toString(16).padStart(8, '0')}`,
+        known ? `${known[0] === 'extended' ? 'an' : 'a'} ${known[0]} reply header, but ${this.mode} replies were negotiated` : `bad reply magic 0x${magic.toString(16).padStart(8, '0')}`,
       );
     }
     const size = simple ? Size.SIMPLE_REPLY : this.mode === 'extended' ? Size.EXTENDED_REPLY : Size.STRUCTURED_REPLY;
@@ -281,6 +282,11 @@ export class ReplyReader {
     if (r.error === null && r.type === Command.READ && this.mode !== 'simple') {
       const covered = r.coverage?.covered ?? 0;
       if (covered !== r.length) this.fail(r, `DONE after ${covered} of ${r.length} bytes`);
+    }
+    if (r.error === null && r.type === Command.BLOCK_STATUS) {
+      // Exactly one status chunk per selected context.
+      const missing = [...this.contexts.keys()].filter((id) => !r.extents.has(id));
+      if (missing.length > 0) this.fail(r, `DONE without block status for context id ${missing.join(', ')}`);
     }
     r.settle(r.error);
   }
