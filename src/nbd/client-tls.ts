@@ -7,6 +7,7 @@
  */
 import type net from 'node:net';
 import tls from 'node:tls';
+import { PSK_CIPHERS } from './psk-file.js';
 
 export interface ClientTlsOptions {
   /** CA certificates (PEM) the server's certificate must chain to; Node's bundled CAs when absent. */
@@ -19,18 +20,6 @@ export interface ClientTlsOptions {
   /** The name the server's certificate must carry (default: the host connected to, or localhost over a unix socket). */
   servername?: string;
 }
-
-/** PSK suites that GnuTLS servers (nbdkit, qemu-nbd) and stackbd's server offer for TLS 1.2. */
-const PSK_CIPHERS = [
-  'ECDHE-PSK-AES256-CBC-SHA384',
-  'ECDHE-PSK-AES128-CBC-SHA256',
-  'ECDHE-PSK-CHACHA20-POLY1305',
-  'DHE-PSK-AES256-GCM-SHA384',
-  'DHE-PSK-AES128-GCM-SHA256',
-  'PSK-AES256-GCM-SHA384',
-  'PSK-AES128-GCM-SHA256',
-  'PSK-CHACHA20-POLY1305',
-].join(':');
 
 /** Starts the TLS handshake on `socket`; the caller listens to the returned socket and waits for 'secureConnect'. */
 export function wrapInTls(socket: net.Socket, options: ClientTlsOptions, servername: string): tls.TLSSocket {

@@ -1,7 +1,8 @@
 /**
  * The rules that decide whether layers may be stacked, in the order given (bottom first).
- * DiskImageKit's: RAW only as the base; at most one cache layer; each layer names the layer
- * below by UUID (its parent UUID), or names none when the layer below is RAW; a cache layer is
+ * DiskImageKit's: RAW (and any other non-ASIF format, remote bases included) only as the base;
+ * at most one cache layer; each layer names the layer below by UUID (its parent UUID), or names
+ * none when the layer below is not ASIF; a cache layer is
  * never the writable top. Every violation is an IncompatibleStackingError naming the file.
  */
 import { IncompatibleStackingError } from '../block/errors.js';
@@ -12,13 +13,15 @@ export type ChainLink = Pick<Layer, 'path' | 'format' | 'layerUUID' | 'parentUUI
 
 /** Throws unless `below` may carry `layer` directly on top of it. */
 export function checkLink(below: ChainLink, layer: ChainLink): void {
-  if (layer.format === 'raw') {
-    throw new IncompatibleStackingError(layer.path, `a RAW image can only be the base of a stack, not a layer above ${below.path}`);
+  // Only ASIF layers have a layer UUID to be named by; every other format (RAW, remote) is base-only.
+  if (layer.format !== 'asif') {
+    const what = layer.format === 'raw' ? 'RAW' : layer.format;
+    throw new IncompatibleStackingError(layer.path, `a ${what} image can only be the base of a stack, not a layer above ${below.path}`);
   }
-  const expected = below.format === 'raw' ? null : below.layerUUID;
+  const expected = below.format === 'asif' ? below.layerUUID : null;
   if (layer.parentUUID !== expected) {
     const found = layer.parentUUID ?? 'none (a standalone image)';
-    const wanted = expected ?? `none (${below.path} is RAW)`;
+    const wanted = expected ?? `none (${below.path} is ${below.format === 'raw' ? 'RAW' : `a ${below.format} base`})`;
     throw new IncompatibleStackingError(
       layer.path,
       `its parent UUID is ${found} but the layer below (${below.path}) needs ${wanted}: it was made for another parent, or the parent changed since`,

@@ -14,6 +14,7 @@
 import { IncompatibleStackingError, InvalidBlockCountError } from '../block/errors.js';
 import type { ImageFormat, Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
 import { createImage, openImage } from '../formats/open-image.js';
+import { isNbdSource, openNbdBase } from '../remote/nbd.js';
 import { checkChain, checkLink } from './chain.js';
 import { Stack, type StackOptions } from './stack.js';
 
@@ -104,7 +105,8 @@ export class DiskImage {
       for (const [i, path] of list.entries()) {
         const top = i === list.length - 1;
         const readOnly = !(top && mode === 'readWrite');
-        layers.push(i === 0 && options.baseFormat ? await openImage(path, { readOnly, format: options.baseFormat }) : await openCacheCapable(path, readOnly));
+        if (isNbdSource(path)) layers.push(await openNbdBase(path));
+        else layers.push(i === 0 && options.baseFormat ? await openImage(path, { readOnly, format: options.baseFormat }) : await openCacheCapable(path, readOnly));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';
       checkChain(layers, mode === 'readWrite' && !(cacheTop && options.readOnlyWhenCacheTop));
@@ -182,10 +184,10 @@ export class DiskImage {
         await createImage(spec.path, {
           format: 'asif',
           blockCount,
-          blockSize: below.format === 'raw' ? 512 : (below.blockSize as BlockSize),
+          blockSize: below.format === 'asif' ? (below.blockSize as BlockSize) : 512,
           overwrite: spec.overwrite ?? false,
           layerType: spec.type,
-          parentUUID: below.format === 'raw' ? null : below.layerUUID,
+          parentUUID: below.format === 'asif' ? below.layerUUID : null,
         });
         added = await openCacheCapable(spec.path, this.requestedMode === 'readOnly' && spec.type !== 'cache');
       }
