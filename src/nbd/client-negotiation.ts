@@ -62,6 +62,10 @@ const DATA_REPLY_OF: Readonly<Record<number, number>> = {
   [Option.SET_META_CONTEXT]: OptionReply.META_CONTEXT,
 };
 
+function nameOf(table: Readonly<Record<string, number>>, value: number): string {
+  return Object.entries(table).find(([, v]) => v === value)?.[0] ?? `0x${value.toString(16)}`;
+}
+
 /** Reads the greeting and answers it; returns the client flags sent. */
 export async function greet(io: HandshakeIo, noZeroes: boolean): Promise<number> {
   const greeting = await io.read(Size.GREETING);
@@ -89,7 +93,8 @@ export async function exchangeOption(io: HandshakeIo, option: number, data: Buff
     const payload = await io.read(header.length);
     if (isErrorReply(header.type)) {
       const text = payload.toString('utf8');
-      throw new NbdOptionError(option, header.type, `option ${option} refused (0x${header.type.toString(16)})${text ? `: ${text}` : ''}`);
+      const what = `option ${nameOf(Option, option)} refused (${nameOf(OptionReply, header.type)}, 0x${header.type.toString(16)})`;
+      throw new NbdOptionError(option, header.type, `${what}${text ? `: ${text}` : ''}`);
     }
     if (header.type === OptionReply.ACK) {
       if (payload.length !== 0) throw new NbdProtocolError(`an ACK with ${payload.length} bytes of data to option ${option}`);
@@ -116,15 +121,21 @@ function optional(io: HandshakeIo, option: number): Promise<boolean> {
   );
 }
 
+/** Selects the contexts the server has; a server without metadata contexts selects none (an unknown export stays an error). */
 async function selectContexts(io: HandshakeIo, exportName: string, queries: string[]): Promise<Map<number, string>> {
   const contexts = new Map<number, string>();
   const request = encodeMetaContextRequest({ name: exportName, queries });
-  await exchangeOption(io, Option.SET_META_CONTEXT, request, (_type, data) => {
-    const { id, name } = decodeMetaContextReply(data);
-    if (!queries.includes(name)) throw new OptionFormatError(`context ${JSON.stringify(name)} was not asked for`);
-    if (contexts.has(id)) throw new OptionFormatError(`context id ${id} given twice`);
-    contexts.set(id, name);
-  });
+  try {
+    await exchangeOption(io, Option.SET_META_CONTEXT, request, (_type, data) => {
+      const { id, name } = decodeMetaContextReply(data);
+      if (!queries.includes(name)) throw new OptionFormatError(`context ${JSON.stringify(name)} was not asked for`);
+      if (contexts.has(id)) throw new OptionFormatError(`context id ${id} given twice`);
+      contexts.set(id, name);
+    });
+  } catch (err) {
+    if (err instanceof NbdOptionError && err.replyType !== OptionReply.ERR_UNKNOWN) return new Map();
+    throw err;
+  }
   return contexts;
 }
 

@@ -43,6 +43,8 @@ export interface ClientOptions {
   tls?: ClientTlsOptions;
   /** Give up with NbdConnectionError when connecting and negotiating take longer than this. */
   timeoutMs?: number;
+  /** Aborting it gives up connecting and negotiating (NbdConnectionError). */
+  signal?: AbortSignal;
 }
 
 export interface ZeroFlags {
@@ -95,8 +97,11 @@ export class NbdClient {
   }
 
   static async connect(target: Endpoint, options: ClientOptions = {}): Promise<NbdClient> {
-    const client = await NbdClient.open(target, options.timeoutMs);
+    if (options.signal?.aborted) throw new NbdConnectionError('connection attempt cancelled');
+    const client = await NbdClient.open(target, options.timeoutMs, options.signal);
     const exportName = options.exportName ?? ('exportName' in target ? target.exportName : '');
+    const cancel = (): void => client.abort(new NbdConnectionError('connection attempt cancelled'));
+    options.signal?.addEventListener('abort', cancel, { once: true });
     try {
       const negotiated = await client.withTimeout(negotiate(client.io(options.tls), { ...options, exportName, tls: options.tls !== undefined }), options.timeoutMs);
       client.info = negotiated.info;
@@ -106,6 +111,8 @@ export class NbdClient {
     } catch (err) {
       client.destroy();
       throw toClientError(err);
+    } finally {
+      options.signal?.removeEventListener('abort', cancel);
     }
     if (client.closedError) throw client.closedError;
     return client;
@@ -126,9 +133,11 @@ export class NbdClient {
     }
   }
 
-  private static async open(target: Endpoint, timeoutMs: number | undefined): Promise<NbdClient> {
+  private static async open(target: Endpoint, timeoutMs: number | undefined, signal?: AbortSignal): Promise<NbdClient> {
     const socket = target.kind === 'tcp' ? net.connect({ host: target.host, port: target.port }) : net.connect(target.path);
     const client = new NbdClient(socket, target.kind === 'tcp' ? target.host : 'localhost');
+    const cancel = (): void => client.abort(new NbdConnectionError('connection attempt cancelled'));
+    signal?.addEventListener('abort', cancel, { once: true });
     try {
       await client.withTimeout(new Promise<void>((resolve, reject) => {
         socket.once('connect', resolve);
@@ -137,6 +146,8 @@ export class NbdClient {
     } catch (err) {
       client.destroy();
       throw toClientError(err);
+    } finally {
+      signal?.removeEventListener('abort', cancel);
     }
     return client;
   }

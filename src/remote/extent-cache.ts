@@ -64,7 +64,8 @@ export class ExtentCache {
       merged.shift();
     }
     const after = this.runs[to];
-    const tail = merged[merged.length - 1];
+    // When the new runs all went into `before`, it is `before` that may now touch `after`.
+    const tail = merged.length > 0 ? merged[merged.length - 1] : before;
     if (after && tail && tail.state === after.state && tail.offset + tail.length === after.offset) {
       tail.length += after.length;
       to++;

@@ -112,6 +112,9 @@ export class NbdConnectionPool {
   private outageSince: number | null = null;
   private warnedExtra = false;
   private inFlight = 0;
+  private firstAttempts: Promise<void> = Promise.resolve();
+  /** Cancels connection attempts still under way when the pool closes or refuses its upstream. */
+  private readonly stop = new AbortController();
   readonly stats: PoolStats = { connections: 0, connects: 0, replays: 0, peakInFlight: 0 };
   private readonly settings: Required<Omit<NbdPoolOptions, 'onWarning'>> & Pick<NbdPoolOptions, 'onWarning'>;
 
@@ -139,14 +142,20 @@ export class NbdConnectionPool {
     const count = pool.facts.multiConn ? pool.settings.connections : 1;
     for (let i = 0; i < count; i++) pool.slots.push({ client: null, state: 'connecting', connectedOnce: false, failures: 0, timer: null, ops: new Set() });
     pool.adopt(pool.slots[0], first);
-    // Waiting for the others makes the pool's shape known when it opens; a failure there is
-    // only a warning (the slot keeps trying in the background).
-    await Promise.all(pool.slots.slice(1).map((slot) => pool.connect(slot)));
+    // The others connect in the background: a server that advertises multi-conn but takes
+    // fewer clients must not hold up the open. A failure there is only a warning (the slot
+    // keeps trying).
+    pool.firstAttempts = Promise.all(pool.slots.slice(1).map((slot) => pool.connect(slot))).then(() => undefined);
     return pool;
   }
 
-  private static clientOptions(source: NbdSource, timeoutMs: number): Parameters<typeof NbdClient.connect>[1] {
-    return { exportName: source.target.exportName, structuredReplies: true, metaContexts: [MetaContext.BASE_ALLOCATION], tls: source.tls, timeoutMs };
+  /** Resolves once every connection has made its first attempt (tests wait for it to count them). */
+  get connectionsSettled(): Promise<void> {
+    return this.firstAttempts;
+  }
+
+  private static clientOptions(source: NbdSource, timeoutMs: number, signal?: AbortSignal): Parameters<typeof NbdClient.connect>[1] {
+    return { exportName: source.target.exportName, structuredReplies: true, metaContexts: [MetaContext.BASE_ALLOCATION], tls: source.tls, timeoutMs, signal };
   }
 
   private warn(message: string): void {
@@ -285,7 +294,7 @@ export class NbdConnectionPool {
     slot.state = 'connecting';
     let client: NbdClient;
     try {
-      client = await NbdClient.connect(this.source.target, NbdConnectionPool.clientOptions(this.source, this.settings.connectTimeoutMs));
+      client = await NbdClient.connect(this.source.target, NbdConnectionPool.clientOptions(this.source, this.settings.connectTimeoutMs, this.stop.signal));
     } catch (err) {
       if (this.closing || this.refusal) return;
       if (err instanceof NbdOptionError && err.replyType === OptionReply.ERR_UNKNOWN) {
@@ -322,6 +331,7 @@ export class NbdConnectionPool {
     if (this.refusal) return;
     this.refusal = `${this.source.display}: ${reason}; the base refuses to read from it`;
     this.warn(this.refusal);
+    this.stop.abort();
     const err = new RequestError('EIO', this.refusal);
     for (const slot of this.slots) {
       if (slot.timer) clearTimeout(slot.timer);
@@ -340,6 +350,7 @@ export class NbdConnectionPool {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.stop.abort();
     const err = new RequestError('EIO', `${this.source.display}: the base is closed`);
     for (const op of this.queue.splice(0)) this.finish(op, err);
     const clients: NbdClient[] = [];

@@ -75,6 +75,11 @@ export class NbdBase implements Layer {
     return this.pool.stats;
   }
 
+  /** Resolves once every connection of the pool has made its first attempt to connect. */
+  get connectionsSettled(): Promise<void> {
+    return this.pool.connectionsSettled;
+  }
+
   /** Why reads fail with EIO for good (the upstream changed or lost the export), or null. */
   get refused(): string | null {
     return this.pool.refused;

@@ -15,8 +15,8 @@ export type ChainLink = Pick<Layer, 'path' | 'format' | 'layerUUID' | 'parentUUI
 export function checkLink(below: ChainLink, layer: ChainLink): void {
   // Only ASIF layers have a layer UUID to be named by; every other format (RAW, remote) is base-only.
   if (layer.format !== 'asif') {
-    const what = layer.format === 'raw' ? 'RAW' : layer.format;
-    throw new IncompatibleStackingError(layer.path, `a ${what} image can only be the base of a stack, not a layer above ${below.path}`);
+    const what = layer.format === 'raw' ? 'a RAW image' : `an image of format ${layer.format}`;
+    throw new IncompatibleStackingError(layer.path, `${what} can only be the base of a stack, not a layer above ${below.path}`);
   }
   const expected = below.format === 'asif' ? below.layerUUID : null;
   if (layer.parentUUID !== expected) {

@@ -70,6 +70,7 @@ describe('nbd:// base on nbdkit', () => {
   async function open(uri: string, options: Parameters<typeof openNbdBase>[1] = {}): Promise<NbdBase> {
     const base = await openNbdBase(uri, options);
     bases.add(base);
+    await base.connectionsSettled;
     return base;
   }
 
@@ -114,6 +115,8 @@ describe('nbd:// base on nbdkit', () => {
     } finally {
       await image.close();
     }
+    // A remote base is base-only, like RAW: it cannot sit above another layer.
+    await expect(DiskImage.open([up.uri(), up.uri()])).rejects.toThrow(/an image of format nbd can only be the base of a stack/);
   });
 
   it('uses four connections when the upstream offers multi-conn and spreads reads over them; one when it does not', async () => {
