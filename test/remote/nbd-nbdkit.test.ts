@@ -12,6 +12,7 @@ import { openNbdBase, type NbdBase } from '../../src/remote/nbd.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
 import { useTmpDir } from '../formats/helpers/tmp-dir.js';
 import { requireTool } from '../helpers/require-tool.js';
+import { runCommand } from '../helpers/run-command.js';
 import { DISK_SIZE, makeDisk, nbdinfoMap } from './helpers/disk.js';
 import { startNbdkit, type Listen, type Upstream } from './helpers/upstream.js';
 
@@ -102,6 +103,20 @@ describe('nbd:// base on nbdkit', () => {
     expect(await base.pin()).toEqual({ size: DISK_SIZE, export: '' });
     expect((await failureOf(base.write(Buffer.alloc(512), 0))).errno).toBe('EPERM');
     expect((await failureOf(base.zero(0, 512))).errno).toBe('EPERM');
+  });
+
+  it('reads what was written into nbdkit-memory, with its map', async () => {
+    requireTool('qemu-io');
+    const up = await nbdkit({ socket: tmp('memory.sock') }, ['memory', '1M']);
+    const w = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 64k 64k', '-c', 'write -P 0xa5 300000 1000', up.uri()]);
+    expect(w.code, w.stderr).toBe(0);
+    const base = await open(up.uri());
+    const want = Buffer.alloc(1024 * KiB);
+    want.fill(0x5a, 64 * KiB, 128 * KiB).fill(0xa5, 300_000, 301_000);
+    expect((await readAt(base, 0, 1024 * KiB)).equals(want)).toBe(true);
+    const map = await base.map(0, 1024 * KiB);
+    expect(map).toEqual(await nbdinfoMap(up.uri()));
+    expect(map.filter((r) => r.state === 'data').length).toBeGreaterThanOrEqual(2);
   });
 
   it('opens through DiskImage and reads through the stack', async () => {
