@@ -35,14 +35,25 @@ export interface HandshakeIo {
   startTls(): Promise<void>;
 }
 
-export interface NegotiateOptions {
-  exportName: string;
+/** What a client asks for during negotiation. */
+export interface NegotiationChoices {
+  /** Ask for structured replies (default true). */
   structuredReplies?: boolean;
+  /** Ask for extended headers first (default false); falls back if the server refuses. */
   extendedHeaders?: boolean;
+  /** Metadata contexts to select (default none). */
   metaContexts?: string[];
+  /** Send INFO before GO, as Apple's client does on newer macOS. */
   infoBeforeGo?: boolean;
+  /** Use the old EXPORT_NAME option instead of GO. */
   useExportName?: boolean;
+  /** Ask the server to leave out the 124 zero bytes after EXPORT_NAME (default true). */
   noZeroes?: boolean;
+}
+
+export interface NegotiateOptions extends NegotiationChoices {
+  exportName: string;
+  /** STARTTLS before anything else. */
   tls?: boolean;
 }
 

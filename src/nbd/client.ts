@@ -13,7 +13,7 @@
 import net from 'node:net';
 import { ByteQueue } from './byte-queue.js';
 import { NbdClientError, NbdConnectionError, NbdProtocolError } from './client-errors.js';
-import { listExports, negotiate, type HandshakeIo } from './client-negotiation.js';
+import { listExports, negotiate, type HandshakeIo, type NegotiationChoices } from './client-negotiation.js';
 import { wrapInTls, type ClientTlsOptions } from './client-tls.js';
 import { encodeRequestHeader, type ReplyMode } from './codec.js';
 import { ClientLimits, Command, CommandFlag, Option } from './constants.js';
@@ -25,20 +25,9 @@ export { NbdClientError, NbdConnectionError, NbdOptionError, NbdProtocolError, N
 export type { BlockStatusExtent } from './reply-reader.js';
 export type { ClientTlsOptions } from './client-tls.js';
 
-export interface ClientOptions {
+export interface ClientOptions extends NegotiationChoices {
+  /** The export to open (default: the target's, or ""). */
   exportName?: string;
-  /** Ask for structured replies (default true). */
-  structuredReplies?: boolean;
-  /** Ask for extended headers first (default false); falls back if the server refuses. */
-  extendedHeaders?: boolean;
-  /** Metadata contexts to select (default none). */
-  metaContexts?: string[];
-  /** Send INFO before GO, as Apple's client does on newer macOS. */
-  infoBeforeGo?: boolean;
-  /** Use the old EXPORT_NAME option instead of GO. */
-  useExportName?: boolean;
-  /** Ask the server to leave out the 124 zero bytes after EXPORT_NAME (default true). */
-  noZeroes?: boolean;
   /** Upgrade to TLS (STARTTLS first thing); a server that refuses it is an error. */
   tls?: ClientTlsOptions;
   /** Give up with NbdConnectionError when connecting and negotiating take longer than this. */

@@ -6,14 +6,15 @@
  * budget, an upstream without base:allocation, TCP, and a minimum block size above 512.
  */
 import fs from 'node:fs/promises';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { RequestError } from '../../src/block/errors.js';
-import { openNbdBase, type NbdBase } from '../../src/remote/nbd.js';
+import type { NbdBase } from '../../src/remote/nbd.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
 import { useTmpDir } from '../formats/helpers/tmp-dir.js';
 import { requireTool } from '../helpers/require-tool.js';
 import { runCommand } from '../helpers/run-command.js';
 import { DISK_SIZE, makeDisk, nbdinfoMap } from './helpers/disk.js';
+import { trackUpstreams } from './helpers/lifecycle.js';
 import { startNbdkit, type Listen, type Upstream } from './helpers/upstream.js';
 
 const KiB = 1024;
@@ -45,8 +46,7 @@ describe('nbd:// base on nbdkit', () => {
   const tmp = useTmpDir('nbd-nbdkit');
   let disk: string;
   let content: Buffer;
-  const upstreams = new Set<Upstream>();
-  const bases = new Set<NbdBase>();
+  const { upstream, forget, open } = trackUpstreams();
 
   beforeAll(async () => {
     requireTool('nbdkit');
@@ -55,24 +55,8 @@ describe('nbd:// base on nbdkit', () => {
     content = await makeDisk(disk);
   });
 
-  afterEach(async () => {
-    for (const b of bases) await b.close();
-    bases.clear();
-    for (const u of upstreams) await u.stop();
-    upstreams.clear();
-  });
-
   async function nbdkit(listen: Listen, args: string[]): Promise<Upstream> {
-    const up = await startNbdkit(listen, args);
-    upstreams.add(up);
-    return up;
-  }
-
-  async function open(uri: string, options: Parameters<typeof openNbdBase>[1] = {}): Promise<NbdBase> {
-    const base = await openNbdBase(uri, options);
-    bases.add(base);
-    await base.connectionsSettled;
-    return base;
+    return upstream(await startNbdkit(listen, args));
   }
 
   async function readAt(base: NbdBase, offset: number, length: number): Promise<Buffer> {
@@ -193,7 +177,7 @@ describe('nbd:// base on nbdkit', () => {
     // Every read has reached the upstream and sits in its delay when it is killed.
     await until('the reads to reach nbdkit', async () => (await logLines(log, / Read id=/)).length >= offsets.length);
     await up.stop('SIGKILL');
-    upstreams.delete(up);
+    forget(up);
     await nbdkit({ socket }, ['file', disk]);
     const got = await Promise.all(reads);
     got.forEach((r, i) => expect(r.equals(content.subarray(offsets[i], offsets[i] + 64 * KiB))).toBe(true));
@@ -215,7 +199,7 @@ describe('nbd:// base on nbdkit', () => {
     const reads = [0, 1024 * KiB].map((o) => failureOf(readAt(base, o, 4 * KiB)));
     await until('the reads to reach nbdkit', async () => (await logLines(log, / Read id=/)).length >= 2);
     await up.stop('SIGKILL');
-    upstreams.delete(up);
+    forget(up);
     await fs.truncate(file, DISK_SIZE * 2);
     await nbdkit({ socket }, ['file', file]);
     for (const err of await Promise.all(reads)) {
@@ -231,7 +215,7 @@ describe('nbd:// base on nbdkit', () => {
     const up = await nbdkit({ socket: tmp('gone.sock') }, ['file', disk]);
     const base = await open(up.uri(), { retryBudgetMs: 1500, backoffBaseMs: 20, backoffCapMs: 200 });
     await up.stop('SIGKILL');
-    upstreams.delete(up);
+    forget(up);
     const err = await failureOf(readAt(base, 0, 4 * KiB));
     expect(err.errno).toBe('EIO');
     expect(err.message).toMatch(/no answer from the upstream within 1500 ms/);

@@ -3,20 +3,20 @@
  * --map on the upstream), several connections only when qemu-nbd may share the export, and an
  * upstream that comes back without the export refused.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { RequestError } from '../../src/block/errors.js';
-import { openNbdBase, type NbdBase } from '../../src/remote/nbd.js';
+import { openNbdBase } from '../../src/remote/nbd.js';
 import { useTmpDir } from '../formats/helpers/tmp-dir.js';
 import { requireTool } from '../helpers/require-tool.js';
 import { DISK_SIZE, makeDisk, nbdinfoMap } from './helpers/disk.js';
+import { trackUpstreams } from './helpers/lifecycle.js';
 import { startQemuNbd, type Upstream } from './helpers/upstream.js';
 
 describe('nbd:// base on qemu-nbd', () => {
   const tmp = useTmpDir('nbd-qemu');
   let disk: string;
   let content: Buffer;
-  const upstreams = new Set<Upstream>();
-  const bases = new Set<NbdBase>();
+  const { upstream, forget, open } = trackUpstreams();
 
   beforeAll(async () => {
     requireTool('qemu-nbd');
@@ -25,24 +25,8 @@ describe('nbd:// base on qemu-nbd', () => {
     content = await makeDisk(disk, 7);
   });
 
-  afterEach(async () => {
-    for (const b of bases) await b.close();
-    bases.clear();
-    for (const u of upstreams) await u.stop();
-    upstreams.clear();
-  });
-
   async function qemuNbd(name: string, exportName: string, extra: string[] = []): Promise<Upstream> {
-    const up = await startQemuNbd(tmp(`${name}.sock`), disk, exportName, extra);
-    upstreams.add(up);
-    return up;
-  }
-
-  async function open(uri: string, options: Parameters<typeof openNbdBase>[1] = {}): Promise<NbdBase> {
-    const base = await openNbdBase(uri, options);
-    bases.add(base);
-    await base.connectionsSettled;
-    return base;
+    return upstream(await startQemuNbd(tmp(`${name}.sock`), disk, exportName, extra));
   }
 
   it('reads the same bytes and the same map as qemu-nbd serves, over four connections when it may share', async () => {
@@ -90,7 +74,7 @@ describe('nbd:// base on qemu-nbd', () => {
     const warnings: string[] = [];
     const base = await open(up.uri('exp'), { onWarning: (w) => warnings.push(w), backoffBaseMs: 20 });
     await up.stop('SIGKILL');
-    upstreams.delete(up);
+    forget(up);
     await qemuNbd('renamed', 'other', ['-e', '4']);
     const err = await base.read(Buffer.alloc(4096), 0).then(
       () => null,
