@@ -14,6 +14,7 @@ export async function openExport(request: ExportRequest, defaults: ExportDefault
   const image = await DiskImage.open(request.layers, {
     mode: request.readOnly ? 'readOnly' : 'readWrite',
     readOnlyWhenCacheTop: true,
+    onRemoteWarning: (message) => log.warn({ export: request.name }, message),
     stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },
   });
   log.debug({ export: request.name, layers: request.layers, size: image.stack.size, readOnly: image.stack.readOnly }, 'export ready');

@@ -42,7 +42,9 @@ export class ExtentCache {
   }
 
   /** Records runs that cover one contiguous range, replacing what was known there. */
-  store(fresh: readonly Run[]): void {
+  store(answer: readonly Run[]): void {
+    // A prefix of an answer is still a contiguous range of knowledge.
+    const fresh = answer.length > this.maxRuns ? answer.slice(0, this.maxRuns) : answer;
     if (fresh.length === 0) return;
     const start = fresh[0].offset;
     const last = fresh[fresh.length - 1];

@@ -39,6 +39,8 @@ export interface OpenOptions {
   readOnlyWhenCacheTop?: boolean;
   /** Format of the base when it cannot be probed (RAW is assumed for unknown content). */
   baseFormat?: ImageFormat;
+  /** Told what a remote base wants known (a lost upstream, one refused because it changed). */
+  onRemoteWarning?: (message: string) => void;
   stack?: StackOptions;
 }
 
@@ -105,7 +107,7 @@ export class DiskImage {
       for (const [i, path] of list.entries()) {
         const top = i === list.length - 1;
         const readOnly = !(top && mode === 'readWrite');
-        if (isNbdSource(path)) layers.push(await openNbdBase(path));
+        if (isNbdSource(path)) layers.push(await openNbdBase(path, { onWarning: options.onRemoteWarning }));
         else layers.push(i === 0 && options.baseFormat ? await openImage(path, { readOnly, format: options.baseFormat }) : await openCacheCapable(path, readOnly));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';

@@ -60,6 +60,10 @@ describe('a stack on an nbd:// base served by stackbd, used by qemu-io', () => {
     await upstream?.stop();
   });
 
+  function expectReadFails(out: { code: number; stdout: string; stderr: string }): void {
+    expect(out.stdout + out.stderr).toMatch(/read failed: Input\/output error/);
+  }
+
   async function serve(): Promise<SpawnedServer> {
     return spawnServer({ args: ['--export', `vm=${baseUri},${overlay}`] });
   }
@@ -115,6 +119,26 @@ describe('a stack on an nbd:// base served by stackbd, used by qemu-io', () => {
     const server = await serve();
     try {
       await qemuIo(server.uri('vm'), ['read -P 0x11 0 1000', 'read -P 0x44 1000 10', 'read -P 0x33 60k 8k', 'read -P 0x22 1M 128k', 'read -P 0x55 2M 4k', 'read -P 0 3M 1M']);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
+
+  it('answers EIO and says why in its log, once, when the upstream comes back with another size', async () => {
+    const server = await serve();
+    try {
+      const uri = server.uri('vm');
+      await qemuIo(uri, ['read -P 0x22 1M 4k']);
+      await upstream.stop('SIGKILL');
+      await fs.truncate(disk, SIZE * 2);
+      upstream = await startQemuNbd(tmp('upstream.sock'), disk, 'base', ['-e', '4']);
+      // Sectors the overlay holds still read; the base's are refused.
+      await qemuIo(uri, ['read -P 0x33 60k 8k']);
+      expectReadFails(await runCommand('qemu-io', ['-f', 'raw', '-c', 'read 1M 4k', uri]));
+      expectReadFails(await runCommand('qemu-io', ['-f', 'raw', '-c', 'read 0 512', uri]));
+      const line = await server.waitForLog('size changed');
+      expect(line).toMatch(/the upstream's size changed from 4194304 to 8388608 bytes; the base refuses to read from it/);
+      expect(server.logs().split('\n').filter((l) => l.includes('size changed'))).toHaveLength(1);
     } finally {
       expect(await server.stop()).toBe(0);
     }
