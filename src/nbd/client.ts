@@ -87,12 +87,15 @@ export class NbdClient {
 
   static async connect(target: Endpoint, options: ClientOptions = {}): Promise<NbdClient> {
     if (options.signal?.aborted) throw new NbdConnectionError('connection attempt cancelled');
+    const started = Date.now();
     const client = await NbdClient.open(target, options.timeoutMs, options.signal);
+    // One limit for connecting and negotiating together.
+    const left = options.timeoutMs === undefined ? undefined : Math.max(1, options.timeoutMs - (Date.now() - started));
     const exportName = options.exportName ?? ('exportName' in target ? target.exportName : '');
     const cancel = (): void => client.abort(new NbdConnectionError('connection attempt cancelled'));
     options.signal?.addEventListener('abort', cancel, { once: true });
     try {
-      const negotiated = await client.withTimeout(negotiate(client.io(options.tls), { ...options, exportName, tls: options.tls !== undefined }), options.timeoutMs);
+      const negotiated = await client.withTimeout(negotiate(client.io(options.tls), { ...options, exportName, tls: options.tls !== undefined }), left, options.timeoutMs);
       client.info = negotiated.info;
       client.mode = negotiated.mode;
       for (const [id, name] of negotiated.contexts) client.contexts.set(id, name);
@@ -141,13 +144,13 @@ export class NbdClient {
     return client;
   }
 
-  /** Rejects (and closes the connection) when `work` takes longer than `ms`. */
-  private withTimeout<T>(work: Promise<T>, ms: number | undefined): Promise<T> {
+  /** Rejects (and closes the connection) when `work` takes longer than `ms`; the error names the whole `limitMs`. */
+  private withTimeout<T>(work: Promise<T>, ms: number | undefined, limitMs = ms): Promise<T> {
     if (ms === undefined) return work;
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const err = new NbdConnectionError(`no answer within ${ms} ms`, new Error('timeout'));
+        const err = new NbdConnectionError(`no answer within ${limitMs} ms`, new Error('timeout'));
         this.abort(err);
         reject(err);
       }, ms);
