@@ -1,91 +1,39 @@
 /**
- * An NBD client: fixed-newstyle negotiation (GO, optionally INFO first, structured replies or
- * extended headers, metadata contexts) and a transmission phase with any number of requests in
- * flight, answered in any order. The tests drive the server with it; remote bases (nbd://) use
- * it as a layer's transport.
+ * An NBD client: fixed-newstyle negotiation (client-negotiation.ts: STARTTLS, GO with INFO
+ * first if asked, structured replies or extended headers, metadata contexts) and a transmission
+ * phase with any number of requests in flight, answered in any order (reply-reader.ts). The
+ * tests drive the server with it; nbd:// bases (src/remote/nbd.ts) use it as their transport.
+ *
+ * It trusts nothing the server sends. A fault in one reply fails that request; a stream that can
+ * no longer be framed closes the connection and fails every request in flight with
+ * NbdConnectionError. No exception escapes a socket event handler, every length is capped before
+ * it is allocated or waited for, and during negotiation the socket is paused while unread bytes
+ * pile up, so memory stays bounded whatever the server sends.
  */
 import net from 'node:net';
 import { ByteQueue } from './byte-queue.js';
-import {
-  ClientFlag,
-  Command,
-  CommandFlag,
-  HandshakeFlag,
-  Info,
-  Magic,
-  Option,
-  OptionReply,
-  ReplyFlag,
-  ReplyType,
-  Size,
-} from './constants.js';
-import { encodeRequestHeader, readU64, type ReplyMode } from './codec.js';
-import {
-  applyInfoReply,
-  decodeMetaContextReply,
-  decodeOptionReplyHeader,
-  decodeServerReply,
-  encodeInfoRequest,
-  encodeMetaContextRequest,
-  encodeOption,
-  isErrorReply,
-  type ExportInfo,
-} from './handshake.js';
+import { NbdClientError, NbdConnectionError, NbdProtocolError } from './client-errors.js';
+import { listExports, negotiate, type HandshakeIo, type NegotiationChoices } from './client-negotiation.js';
+import { wrapInTls, type ClientTlsOptions } from './client-tls.js';
+import { encodeRequestHeader, type ReplyMode } from './codec.js';
+import { ClientLimits, Command, CommandFlag, Option } from './constants.js';
+import { encodeOption, type ExportInfo } from './handshake.js';
+import { ReplyReader, type BlockStatusExtent, type InFlight } from './reply-reader.js';
 import type { NbdTarget } from './uri.js';
 
-/** A request the server answered with an error. */
-export class NbdRequestError extends Error {
-  override name = 'NbdRequestError';
-  constructor(
-    readonly errno: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { NbdClientError, NbdConnectionError, NbdOptionError, NbdProtocolError, NbdRequestError } from './client-errors.js';
+export type { BlockStatusExtent } from './reply-reader.js';
+export type { ClientTlsOptions } from './client-tls.js';
 
-/** The server refused an option during negotiation. */
-export class NbdOptionError extends Error {
-  override name = 'NbdOptionError';
-  constructor(
-    readonly option: number,
-    readonly replyType: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export interface ClientOptions {
+export interface ClientOptions extends NegotiationChoices {
+  /** The export to open (default: the target's, or ""). */
   exportName?: string;
-  /** Ask for structured replies (default true). */
-  structuredReplies?: boolean;
-  /** Ask for extended headers first (default false); falls back if the server refuses. */
-  extendedHeaders?: boolean;
-  /** Metadata contexts to select (default none). */
-  metaContexts?: string[];
-  /** Send INFO before GO, as Apple's client does on newer macOS. */
-  infoBeforeGo?: boolean;
-  /** Use the old EXPORT_NAME option instead of GO. */
-  useExportName?: boolean;
-  /** Ask the server to leave out the 124 zero bytes after EXPORT_NAME (default true). */
-  noZeroes?: boolean;
-}
-
-export interface BlockStatusExtent {
-  length: number;
-  flags: number;
-}
-
-interface Pending {
-  type: number;
-  offset: number;
-  length: number;
-  data: Buffer | null;
-  extents: Map<number, BlockStatusExtent[]>;
-  error: NbdRequestError | null;
-  resolve: (value: Pending) => void;
-  reject: (err: Error) => void;
+  /** Upgrade to TLS (STARTTLS first thing); a server that refuses it is an error. */
+  tls?: ClientTlsOptions;
+  /** Give up with NbdConnectionError when connecting and negotiating take longer than this. */
+  timeoutMs?: number;
+  /** Aborting it gives up connecting and negotiating (NbdConnectionError). */
+  signal?: AbortSignal;
 }
 
 export interface ZeroFlags {
@@ -94,13 +42,32 @@ export interface ZeroFlags {
   fast?: boolean;
 }
 
+export interface ReadOptions {
+  df?: boolean;
+  fua?: boolean;
+  /** Read into this buffer (its length is the read's length) instead of a new one. */
+  into?: Buffer;
+}
+
+type Endpoint = NbdTarget | { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+function toClientError(err: unknown): NbdClientError {
+  if (err instanceof NbdClientError) return err;
+  const cause = err instanceof Error ? err : new Error(String(err));
+  return new NbdConnectionError(cause.message, cause);
+}
+
 export class NbdClient {
+  private socket: net.Socket;
   private readonly queue = new ByteQueue();
   private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
-  private readonly pending = new Map<bigint, Pending>();
+  private readonly pending = new Map<bigint, InFlight>();
+  private reader: ReplyReader | null = null;
   private nextCookie = 1n;
-  private transmitting = false;
-  private closedError: Error | null = null;
+  /** Why the connection closed (or is closing), once it did. */
+  private closedError: NbdConnectionError | null = null;
+  private isClosed = false;
+  private resolveClosed: () => void = () => undefined;
   private readonly closedPromise: Promise<void>;
   info: ExportInfo = { size: 0, flags: 0 };
   mode: ReplyMode = 'simple';
@@ -108,56 +75,182 @@ export class NbdClient {
   readonly contexts = new Map<number, string>();
   exports: Array<{ name: string; description: string }> = [];
 
-  private constructor(private readonly socket: net.Socket) {
+  private constructor(
+    socket: net.Socket,
+    private readonly servername: string,
+  ) {
+    this.socket = socket;
+    this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve));
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.closedPromise = new Promise((resolve) => {
-      socket.on('close', () => {
-        this.fail(this.closedError ?? new Error('connection closed'));
-        resolve();
-      });
-    });
-    socket.on('error', (err) => {
-      this.closedError ??= err;
-    });
+    this.attach(socket);
   }
 
-  static async connect(target: NbdTarget | { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string }, options: ClientOptions = {}): Promise<NbdClient> {
-    const socket = target.kind === 'tcp' ? net.connect({ host: target.host, port: target.port }) : net.connect(target.path);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    const client = new NbdClient(socket);
+  static async connect(target: Endpoint, options: ClientOptions = {}): Promise<NbdClient> {
+    if (options.signal?.aborted) throw new NbdConnectionError('connection attempt cancelled');
+    const started = Date.now();
+    const client = await NbdClient.open(target, options.timeoutMs, options.signal);
+    // One limit for connecting and negotiating together.
+    const left = options.timeoutMs === undefined ? undefined : Math.max(1, options.timeoutMs - (Date.now() - started));
     const exportName = options.exportName ?? ('exportName' in target ? target.exportName : '');
+    const cancel = (): void => client.abort(new NbdConnectionError('connection attempt cancelled'));
+    options.signal?.addEventListener('abort', cancel, { once: true });
     try {
-      await client.negotiate({ ...options, exportName });
+      const negotiated = await client.withTimeout(negotiate(client.io(options.tls), { ...options, exportName, tls: options.tls !== undefined }), left, options.timeoutMs);
+      client.info = negotiated.info;
+      client.mode = negotiated.mode;
+      for (const [id, name] of negotiated.contexts) client.contexts.set(id, name);
+      client.startTransmission();
     } catch (err) {
-      socket.destroy();
-      throw err;
+      client.destroy();
+      throw toClientError(err);
+    } finally {
+      options.signal?.removeEventListener('abort', cancel);
     }
+    if (client.closedError) throw client.closedError;
     return client;
   }
 
   /** Connects and lists the server's exports (LIST), then aborts. */
-  static async list(target: { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string }): Promise<Array<{ name: string; description: string }>> {
-    const socket = target.kind === 'tcp' ? net.connect({ host: target.host, port: target.port }) : net.connect(target.path);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    const client = new NbdClient(socket);
+  static async list(target: Endpoint, options: { timeoutMs?: number } = {}): Promise<Array<{ name: string; description: string }>> {
+    const client = await NbdClient.open(target, options.timeoutMs);
     try {
-      await client.greet(true);
-      const list: Array<{ name: string; description: string }> = [];
-      await client.option(Option.LIST, Buffer.alloc(0), (type, data) => {
-        if (type === OptionReply.SERVER) list.push(decodeServerReply(data));
-      });
-      await client.option(Option.ABORT, Buffer.alloc(0), () => undefined).catch(() => undefined);
+      const io = client.io(undefined);
+      const list = await client.withTimeout(listExports(io), options.timeoutMs);
+      io.write(encodeOption(Option.ABORT));
       return list;
+    } catch (err) {
+      throw toClientError(err);
     } finally {
-      socket.destroy();
+      client.destroy();
     }
+  }
+
+  private static async open(target: Endpoint, timeoutMs: number | undefined, signal?: AbortSignal): Promise<NbdClient> {
+    const socket = target.kind === 'tcp' ? net.connect({ host: target.host, port: target.port }) : net.connect(target.path);
+    const client = new NbdClient(socket, target.kind === 'tcp' ? target.host : 'localhost');
+    const cancel = (): void => client.abort(new NbdConnectionError('connection attempt cancelled'));
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      await client.withTimeout(new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        void client.closedPromise.then(() => reject(client.closedError ?? new NbdConnectionError('connection closed before it was established')));
+      }), timeoutMs);
+    } catch (err) {
+      client.destroy();
+      throw toClientError(err);
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+    }
+    return client;
+  }
+
+  /** Rejects (and closes the connection) when `work` takes longer than `ms`; the error names the whole `limitMs`. */
+  private withTimeout<T>(work: Promise<T>, ms: number | undefined, limitMs = ms): Promise<T> {
+    if (ms === undefined) return work;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new NbdConnectionError(`no answer within ${limitMs} ms`, new Error('timeout'));
+        this.abort(err);
+        reject(err);
+      }, ms);
+    });
+    return Promise.race([work, expired]).finally(() => clearTimeout(timer));
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      this.receive(chunk);
+    } catch (err) {
+      this.abort(err instanceof NbdProtocolError ? new NbdConnectionError(`protocol error from server: ${err.message}`, err) : toClientError(err));
+    }
+  };
+
+  private readonly onError = (err: Error): void => {
+    this.closedError ??= new NbdConnectionError(err.message, err);
+  };
+
+  private readonly onClose = (): void => {
+    this.isClosed = true;
+    const err = (this.closedError ??= new NbdConnectionError('connection closed by the server'));
+    this.waiter?.reject(err);
+    this.waiter = null;
+    const requests = [...this.pending.values()];
+    this.pending.clear();
+    for (const r of requests) r.settle(err);
+    this.resolveClosed();
+  };
+
+  private receive(chunk: Buffer): void {
+    this.queue.push(chunk);
+    if (this.reader) {
+      this.reader.drain();
+      return;
+    }
+    // Negotiation reads one capped piece at a time: stop reading while too much is unread.
+    if (this.queue.length >= ClientLimits.NEGOTIATION_HIGH_WATER) this.socket.pause();
+    const w = this.waiter;
+    if (w && this.queue.length >= w.n) {
+      this.waiter = null;
+      w.resolve(this.queue.take(w.n));
+    }
+  }
+
+  /** Closes the connection because of `err`; requests in flight fail with it. */
+  private abort(err: NbdClientError): void {
+    this.closedError ??= err instanceof NbdConnectionError ? err : new NbdConnectionError(err.message, err);
+    this.socket.destroy();
+  }
+
+  private read(n: number): Promise<Buffer> {
+    if (this.queue.length >= n) {
+      const bytes = this.queue.take(n);
+      if (this.queue.length < ClientLimits.NEGOTIATION_HIGH_WATER) this.socket.resume();
+      return Promise.resolve(bytes);
+    }
+    if (this.isClosed || this.closedError) return Promise.reject(this.closedError ?? new NbdConnectionError('connection closed'));
+    this.socket.resume();
+    return new Promise((resolve, reject) => {
+      this.waiter = { n, resolve, reject };
+    });
+  }
+
+  private io(tls: ClientTlsOptions | undefined): HandshakeIo {
+    return {
+      read: (n) => this.read(n),
+      write: (data) => void this.socket.write(data),
+      startTls: () => this.startTls(tls ?? {}),
+    };
+  }
+
+  private async startTls(options: ClientTlsOptions): Promise<void> {
+    if (this.queue.length > 0) throw new NbdProtocolError(`${this.queue.length} bytes after STARTTLS's ACK, before the TLS handshake`);
+    const plain = this.socket;
+    plain.off('data', this.onData);
+    plain.off('error', this.onError);
+    plain.off('close', this.onClose);
+    // The TLS socket reports the plain socket's failures; this only keeps them from being unhandled.
+    plain.on('error', () => undefined);
+    const secure = wrapInTls(plain, options, options.servername ?? this.servername);
+    this.socket = secure;
+    this.attach(secure);
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      void this.closedPromise.then(() => reject(this.closedError ?? new NbdConnectionError('connection closed during the TLS handshake')));
+    });
+  }
+
+  private startTransmission(): void {
+    this.reader = new ReplyReader(this.queue, this.mode, this.contexts, this.pending);
+    this.socket.resume();
+    // Bytes that came right after the last negotiation reply: replies to nothing yet, a fault.
+    if (this.queue.length > 0) this.onData(Buffer.alloc(0));
   }
 
   get size(): number {
@@ -168,223 +261,29 @@ export class NbdClient {
     return this.info.flags;
   }
 
-  private read(n: number): Promise<Buffer> {
-    if (this.queue.length >= n) return Promise.resolve(this.queue.take(n));
-    if (this.closedError || this.socket.destroyed) return Promise.reject(this.closedError ?? new Error('connection closed'));
-    return new Promise((resolve, reject) => {
-      this.waiter = { n, resolve, reject };
-    });
-  }
-
-  private onData(chunk: Buffer): void {
-    this.queue.push(chunk);
-    if (this.transmitting) {
-      this.parseReplies();
-      return;
-    }
-    const w = this.waiter;
-    if (w && this.queue.length >= w.n) {
-      this.waiter = null;
-      w.resolve(this.queue.take(w.n));
-    }
-  }
-
-  private async greet(noZeroes: boolean): Promise<number> {
-    const greeting = await this.read(Size.GREETING);
-    if (greeting.readBigUInt64BE(0) !== Magic.NBDMAGIC || greeting.readBigUInt64BE(8) !== Magic.IHAVEOPT) {
-      throw new Error('not a newstyle NBD server');
-    }
-    const serverFlags = greeting.readUInt16BE(16);
-    let clientFlags = ClientFlag.FIXED_NEWSTYLE;
-    if (noZeroes && serverFlags & HandshakeFlag.NO_ZEROES) clientFlags |= ClientFlag.NO_ZEROES;
-    const buf = Buffer.allocUnsafe(4);
-    buf.writeUInt32BE(clientFlags, 0);
-    this.socket.write(buf);
-    return clientFlags;
-  }
-
-  /** Sends an option and reads replies until ACK (resolves) or an error reply (rejects). */
-  private async option(option: number, data: Buffer, onReply: (type: number, data: Buffer) => void): Promise<void> {
-    this.socket.write(encodeOption(option, data));
-    for (;;) {
-      const header = decodeOptionReplyHeader(await this.read(Size.OPTION_REPLY_HEADER));
-      if (!header) throw new Error('bad option reply magic');
-      const payload = await this.read(header.length);
-      if (header.option !== option) throw new Error(`reply to option ${header.option}, expected ${option}`);
-      if (isErrorReply(header.type)) {
-        throw new NbdOptionError(option, header.type, `option ${option} refused (0x${header.type.toString(16)}): ${payload.toString('utf8')}`);
-      }
-      if (header.type === OptionReply.ACK) return;
-      onReply(header.type, payload);
-    }
-  }
-
-  private async negotiate(options: ClientOptions & { exportName: string }): Promise<void> {
-    const clientFlags = await this.greet(options.noZeroes ?? true);
-    let extended = false;
-    let structured = false;
-    if (options.extendedHeaders) {
-      extended = await this.option(Option.EXTENDED_HEADERS, Buffer.alloc(0), () => undefined).then(
-        () => true,
-        (err: unknown) => {
-          if (err instanceof NbdOptionError) return false;
-          throw err;
-        },
-      );
-    }
-    if (!extended && (options.structuredReplies ?? true)) {
-      structured = await this.option(Option.STRUCTURED_REPLY, Buffer.alloc(0), () => undefined).then(
-        () => true,
-        (err: unknown) => {
-          if (err instanceof NbdOptionError) return false;
-          throw err;
-        },
-      );
-    }
-    this.mode = extended ? 'extended' : structured ? 'structured' : 'simple';
-    if (options.metaContexts?.length && this.mode !== 'simple') {
-      const request = encodeMetaContextRequest({ name: options.exportName, queries: options.metaContexts });
-      await this.option(Option.SET_META_CONTEXT, request, (type, data) => {
-        if (type === OptionReply.META_CONTEXT) {
-          const { id, name } = decodeMetaContextReply(data);
-          this.contexts.set(id, name);
-        }
-      });
-    }
-    if (options.useExportName) {
-      this.socket.write(encodeOption(Option.EXPORT_NAME, Buffer.from(options.exportName, 'utf8')));
-      const noZeroes = (clientFlags & ClientFlag.NO_ZEROES) !== 0;
-      const reply = await this.read(10 + (noZeroes ? 0 : Size.EXPORT_NAME_PADDING));
-      this.info = { size: readU64(reply, 0), flags: reply.readUInt16BE(8) };
-    } else {
-      const infoRequest = encodeInfoRequest({ name: options.exportName, infos: [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE] });
-      const info: Partial<ExportInfo> = {};
-      const collect = (type: number, data: Buffer): void => {
-        if (type === OptionReply.INFO) applyInfoReply(info, data);
-      };
-      if (options.infoBeforeGo) await this.option(Option.INFO, infoRequest, collect);
-      await this.option(Option.GO, infoRequest, collect);
-      if (info.size === undefined || info.flags === undefined) throw new Error('server sent no INFO_EXPORT');
-      this.info = { ...info, size: info.size, flags: info.flags };
-    }
-    this.transmitting = true;
-    this.parseReplies();
-  }
-
-  private fail(err: Error): void {
-    this.waiter?.reject(err);
-    this.waiter = null;
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
-  }
-
-  private protocolError(message: string): void {
-    this.closedError = new Error(`protocol error from server: ${message}`);
-    this.socket.destroy();
-  }
-
-  private parseReplies(): void {
-    while (this.queue.length >= 4) {
-      const magic = this.queue.peek(4).readUInt32BE(0);
-      if (magic === Magic.SIMPLE_REPLY) {
-        if (this.queue.length < Size.SIMPLE_REPLY) return;
-        const head = this.queue.peek(Size.SIMPLE_REPLY);
-        const error = head.readUInt32BE(4);
-        const cookie = head.readBigUInt64BE(8);
-        const p = this.pending.get(cookie);
-        if (!p) return this.protocolError(`reply for unknown cookie ${cookie}`);
-        // Only a successful READ carries data, and only the request tells how much.
-        const dataLength = p.type === Command.READ && error === 0 ? p.length : 0;
-        if (this.queue.length < Size.SIMPLE_REPLY + dataLength) return;
-        this.queue.skip(Size.SIMPLE_REPLY);
-        if (dataLength > 0) this.queue.take(dataLength).copy(p.data!);
-        if (error !== 0) p.error = new NbdRequestError(error, `server replied with error ${error}`);
-        this.settle(cookie, p);
-        continue;
-      }
-      const extended = magic === Magic.EXTENDED_REPLY;
-      if (!extended && magic !== Magic.STRUCTURED_REPLY) return this.protocolError(`bad reply magic 0x${magic.toString(16)}`);
-      const headerSize = extended ? Size.EXTENDED_REPLY : Size.STRUCTURED_REPLY;
-      if (this.queue.length < headerSize) return;
-      const head = this.queue.peek(headerSize);
-      const flags = head.readUInt16BE(4);
-      const type = head.readUInt16BE(6);
-      const cookie = head.readBigUInt64BE(8);
-      const length = extended ? readU64(head, 24) : head.readUInt32BE(16);
-      if (this.queue.length < headerSize + length) return;
-      this.queue.skip(headerSize);
-      const payload = this.queue.take(length);
-      const p = this.pending.get(cookie);
-      if (!p) return this.protocolError(`chunk for unknown cookie ${cookie}`);
-      this.applyChunk(p, type, payload, extended);
-      if (flags & ReplyFlag.DONE) this.settle(cookie, p);
-    }
-  }
-
-  private applyChunk(p: Pending, type: number, payload: Buffer, extended: boolean): void {
-    switch (type) {
-      case ReplyType.NONE:
-        return;
-      case ReplyType.OFFSET_DATA: {
-        const offset = readU64(payload, 0);
-        payload.copy(p.data!, offset - p.offset, 8);
-        return;
-      }
-      case ReplyType.OFFSET_HOLE: {
-        const offset = readU64(payload, 0);
-        const size = payload.readUInt32BE(8);
-        p.data!.fill(0, offset - p.offset, offset - p.offset + size);
-        return;
-      }
-      case ReplyType.BLOCK_STATUS:
-      case ReplyType.BLOCK_STATUS_EXT: {
-        const id = payload.readUInt32BE(0);
-        const extents: BlockStatusExtent[] = [];
-        if (extended || type === ReplyType.BLOCK_STATUS_EXT) {
-          const count = payload.readUInt32BE(4);
-          for (let i = 0; i < count; i++) extents.push({ length: readU64(payload, 8 + i * 16), flags: readU64(payload, 16 + i * 16) });
-        } else {
-          for (let pos = 4; pos + 8 <= payload.length; pos += 8) extents.push({ length: payload.readUInt32BE(pos), flags: payload.readUInt32BE(pos + 4) });
-        }
-        p.extents.set(id, extents);
-        return;
-      }
-      default:
-        if (type & 0x8000) {
-          const errno = payload.readUInt32BE(0);
-          const msgLength = payload.readUInt16BE(4);
-          p.error = new NbdRequestError(errno, payload.toString('utf8', 6, 6 + msgLength) || `server replied with error ${errno}`);
-          return;
-        }
-        this.protocolError(`unknown chunk type ${type}`);
-    }
-  }
-
-  private settle(cookie: bigint, p: Pending): void {
-    this.pending.delete(cookie);
-    if (p.error) p.reject(p.error);
-    else p.resolve(p);
-  }
-
-  /** Sends one request; resolves when its whole reply has arrived. */
-  private request(type: number, offset: number, length: number, flags = 0, payload?: Buffer): Promise<Pending> {
-    if (!this.transmitting || this.socket.destroyed) return Promise.reject(this.closedError ?? new Error('connection closed'));
+  /** Sends one request; resolves when its whole reply has arrived and checked out. */
+  private request(type: number, offset: number, length: number, flags = 0, payload?: Buffer, into?: Buffer): Promise<InFlight> {
+    if (!this.reader || this.isClosed || this.closedError) return Promise.reject(this.closedError ?? new NbdConnectionError('connection closed'));
     const cookie = this.nextCookie++;
     const extended = this.mode === 'extended';
     let f = flags;
     if (extended && payload) f |= CommandFlag.PAYLOAD_LEN;
     const header = encodeRequestHeader({ flags: f, type, cookie, offset, length }, extended);
     return new Promise((resolve, reject) => {
-      this.pending.set(cookie, {
+      const request: InFlight = {
         type,
+        flags: f,
         offset,
         length,
-        data: type === Command.READ ? Buffer.alloc(length) : null,
+        data: type === Command.READ ? (into ?? Buffer.alloc(length)) : null,
         extents: new Map(),
         error: null,
-        resolve,
-        reject,
-      });
+        chunks: 0,
+        contentChunks: 0,
+        coverage: null,
+        settle: (err) => (err ? reject(err) : resolve(request)),
+      };
+      this.pending.set(cookie, request);
       if (payload) {
         this.socket.cork();
         this.socket.write(header);
@@ -396,11 +295,12 @@ export class NbdClient {
     });
   }
 
-  async pread(offset: number, length: number, options: { df?: boolean; fua?: boolean } = {}): Promise<Buffer> {
+  async pread(offset: number, length: number, options: ReadOptions = {}): Promise<Buffer> {
+    if (options.into && options.into.length !== length) throw new RangeError(`pread of ${length} bytes into a buffer of ${options.into.length}`);
     let flags = 0;
     if (options.df) flags |= CommandFlag.DF;
     if (options.fua) flags |= CommandFlag.FUA;
-    return (await this.request(Command.READ, offset, length, flags)).data!;
+    return (await this.request(Command.READ, offset, length, flags, undefined, options.into)).data!;
   }
 
   async pwrite(data: Buffer, offset: number, options: { fua?: boolean } = {}): Promise<void> {
@@ -444,17 +344,25 @@ export class NbdClient {
     return this.pending.size;
   }
 
+  /** True once the connection is closed or closing: no request can be sent any more. */
+  get isOpen(): boolean {
+    return !this.isClosed && this.closedError === null;
+  }
+
   /** Soft disconnect: DISC, then close once the server hangs up. */
   async disconnect(): Promise<void> {
-    if (this.transmitting && !this.socket.destroyed) {
+    if (this.reader && this.isOpen) {
       this.socket.write(encodeRequestHeader({ flags: 0, type: Command.DISC, cookie: 0n, offset: 0, length: 0 }, this.mode === 'extended'));
       this.socket.end();
+    } else {
+      this.socket.destroy();
     }
     await this.closedPromise;
   }
 
   /** Hard close without DISC. */
   destroy(): void {
+    this.closedError ??= new NbdConnectionError('connection closed by the client');
     this.socket.destroy();
   }
 

@@ -158,3 +158,19 @@ export const Limits = {
   /** Payloads above this are treated as an attack and close the connection. */
   MAX_PAYLOAD_HARD: 64 * 1024 * 1024,
 } as const;
+
+/** Limits that protect the client from hostile or broken servers: every length is checked against them before anything is allocated. */
+export const ClientLimits = {
+  /** Longest option reply payload (names and messages are at most 4096 bytes). */
+  MAX_OPTION_REPLY: 64 * 1024,
+  /** Most replies to one option (LIST, META_CONTEXT) before the server is judged hostile. */
+  MAX_OPTION_REPLIES: 4096,
+  /** Bytes buffered during negotiation before the socket is paused until they are read. */
+  NEGOTIATION_HIGH_WATER: 1024 * 1024,
+  /** Largest block status chunk payload: 131072 compact extents, 65536 extended ones. */
+  MAX_STATUS_PAYLOAD: 1024 * 1024 + 8,
+  /** Largest chunk that carries neither data nor status (error messages fit in a u16). */
+  MAX_OTHER_PAYLOAD: 64 * 1024 + 16,
+  /** Default maximum payload when the server sends no block size information. */
+  DEFAULT_MAX_PAYLOAD: 32 * 1024 * 1024,
+} as const;

@@ -163,6 +163,7 @@ export function encodeMetaContextReply(id: number, name: string): Buffer {
 
 export function decodeMetaContextReply(data: Buffer): { id: number; name: string } {
   if (data.length < 4) throw new OptionFormatError('meta context reply shorter than 4 bytes');
+  if (data.length - 4 > Limits.MAX_STRING) throw new OptionFormatError(`meta context name of ${data.length - 4} bytes, longer than ${Limits.MAX_STRING}`);
   return { id: data.readUInt32BE(0), name: data.toString('utf8', 4) };
 }
 
@@ -207,19 +208,48 @@ export interface ExportInfo {
   blockSize?: BlockSizeConstraints;
 }
 
-/** Folds one REP_INFO payload into `info`; unknown info types are ignored, as the spec says. */
+/**
+ * Problems with block size constraints, or null when they are valid: a power-of-two minimum up
+ * to 64 KiB, a power-of-two preferred size not below it, and a maximum payload that is a
+ * multiple of the minimum (or 0xffffffff, "no limit").
+ */
+export function blockSizeProblem(c: BlockSizeConstraints): string | null {
+  const powerOfTwo = (n: number): boolean => n >= 1 && Number.isInteger(Math.log2(n));
+  if (!powerOfTwo(c.minimum) || c.minimum > 65536) return `minimum block size ${c.minimum} is not a power of two up to 64 KiB`;
+  if (!powerOfTwo(c.preferred) || c.preferred < c.minimum) return `preferred block size ${c.preferred} is not a power of two at least the minimum ${c.minimum}`;
+  if (c.maximum !== 0xffffffff && (c.maximum < c.minimum || c.maximum % c.minimum !== 0)) {
+    return `maximum payload ${c.maximum} is not a multiple of the minimum block size ${c.minimum}`;
+  }
+  return null;
+}
+
+/**
+ * Folds one REP_INFO payload into `info`; unknown info types are ignored, as the spec says.
+ * Known types must have their exact lengths, and an export must not change its size or flags
+ * between the replies of one negotiation (INFO, then GO).
+ */
 export function applyInfoReply(info: Partial<ExportInfo>, data: Buffer): void {
   if (data.length < 2) throw new OptionFormatError('info reply shorter than 2 bytes');
   const type = data.readUInt16BE(0);
-  if (type === Info.EXPORT && data.length === 12) {
-    info.size = data.readUInt32BE(2) * 4294967296 + data.readUInt32BE(6);
-    info.flags = data.readUInt16BE(10);
-  } else if (type === Info.NAME) {
-    info.name = data.toString('utf8', 2);
-  } else if (type === Info.DESCRIPTION) {
-    info.description = data.toString('utf8', 2);
-  } else if (type === Info.BLOCK_SIZE && data.length === 14) {
-    info.blockSize = { minimum: data.readUInt32BE(2), preferred: data.readUInt32BE(6), maximum: data.readUInt32BE(10) };
+  if (type === Info.EXPORT) {
+    if (data.length !== 12) throw new OptionFormatError(`INFO_EXPORT of ${data.length} bytes (12 expected)`);
+    const size = data.readUInt32BE(2) * 4294967296 + data.readUInt32BE(6);
+    const flags = data.readUInt16BE(10);
+    if (!Number.isSafeInteger(size)) throw new OptionFormatError(`export size ${size} is beyond 2^53`);
+    if (info.size !== undefined && (info.size !== size || info.flags !== flags)) {
+      throw new OptionFormatError(`the export changed from ${info.size} bytes (flags 0x${info.flags?.toString(16)}) to ${size} bytes (flags 0x${flags.toString(16)}) during negotiation`);
+    }
+    info.size = size;
+    info.flags = flags;
+  } else if (type === Info.NAME || type === Info.DESCRIPTION) {
+    if (data.length - 2 > Limits.MAX_STRING) throw new OptionFormatError(`info text of ${data.length - 2} bytes, longer than ${Limits.MAX_STRING}`);
+    if (type === Info.NAME) info.name = data.toString('utf8', 2);
+    else info.description = data.toString('utf8', 2);
+  } else if (type === Info.BLOCK_SIZE) {
+    if (data.length !== 14) throw new OptionFormatError(`INFO_BLOCK_SIZE of ${data.length} bytes (14 expected)`);
+    const blockSize = { minimum: data.readUInt32BE(2), preferred: data.readUInt32BE(6), maximum: data.readUInt32BE(10) };
+    const problem = blockSizeProblem(blockSize);
+    if (problem) throw new OptionFormatError(problem);
+    info.blockSize = blockSize;
   }
 }
-

@@ -6,6 +6,7 @@
 import fs from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
+import { parsePskKeys, PSK_CIPHERS, PskFileError } from '../nbd/psk-file.js';
 
 export type TlsMode = 'off' | 'on' | 'require';
 
@@ -30,18 +31,6 @@ export interface TlsFiles {
   pskFile?: string;
 }
 
-/** PSK suites GnuTLS clients (libnbd, QEMU) offer for TLS 1.2. */
-const PSK_CIPHERS = [
-  'ECDHE-PSK-AES256-CBC-SHA384',
-  'ECDHE-PSK-AES128-CBC-SHA256',
-  'ECDHE-PSK-CHACHA20-POLY1305',
-  'DHE-PSK-AES256-GCM-SHA384',
-  'DHE-PSK-AES128-GCM-SHA256',
-  'PSK-AES256-GCM-SHA384',
-  'PSK-AES128-GCM-SHA256',
-  'PSK-CHACHA20-POLY1305',
-].join(':');
-
 async function readFile(file: string, what: string): Promise<Buffer> {
   try {
     return await fs.readFile(file);
@@ -52,20 +41,11 @@ async function readFile(file: string, what: string): Promise<Buffer> {
 
 /** Parses `identity:hexkey` lines; blank lines and lines starting with # are ignored. */
 export function parsePskFile(text: string, file: string): Map<string, Buffer> {
-  const keys = new Map<string, Buffer>();
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) return;
-    const colon = line.lastIndexOf(':');
-    const identity = line.slice(0, colon);
-    const hex = line.slice(colon + 1);
-    if (colon <= 0 || !/^([0-9a-fA-F]{2})+$/.test(hex)) {
-      throw new TlsConfigError(`${file}:${i + 1}: expected identity:hexkey`);
-    }
-    keys.set(identity, Buffer.from(hex, 'hex'));
-  });
-  if (keys.size === 0) throw new TlsConfigError(`${file}: no identity:hexkey lines`);
-  return keys;
+  try {
+    return parsePskKeys(text, file);
+  } catch (err) {
+    throw err instanceof PskFileError ? new TlsConfigError(err.message) : err;
+  }
 }
 
 export async function loadTlsSettings(files: TlsFiles): Promise<TlsSettings | null> {

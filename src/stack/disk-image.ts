@@ -15,6 +15,7 @@ import { IncompatibleStackingError, InvalidBlockCountError } from '../block/erro
 import type { Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
 import { createImage, isWritableFormat, openImage } from '../formats/open-image.js';
 import { findSameFile } from '../io/same-file.js';
+import { isNbdSource, openNbdBase } from '../remote/nbd.js';
 import { checkChain, checkLink, linkOf, linksOf, parentRecordOf } from './chain.js';
 import { toLayerSpec, type LayerSpec } from './layer-spec.js';
 import { Stack, type StackOptions } from './stack.js';
@@ -38,7 +39,10 @@ export interface OpenOptions {
    * it (a cache layer is never written through the stack).
    */
   readOnlyWhenCacheTop?: boolean;
-  /** Told what opens but cannot be checked (an overlay over a base it recorded nothing of). */
+  /**
+   * Told what opens but cannot be checked (an overlay over a base it recorded nothing of), and
+   * what a remote base wants known later (a lost upstream, one refused because it changed).
+   */
   onWarning?: (message: string) => void;
   /**
    * Refuse read-only layers that another program has open for writing, instead of reading
@@ -128,7 +132,10 @@ export class DiskImage {
       for (const [i, spec] of specs.entries()) {
         const top = i === specs.length - 1;
         const readOnly = !(top && mode === 'readWrite');
-        layers.push(await openCacheCapable(spec, readOnly, options.requireLocks, options.cacheLimit));
+        if (isNbdSource(spec.path)) {
+          if (i > 0) throw new IncompatibleStackingError(spec.path, 'an NBD export can only be the base of a stack');
+          layers.push(await openNbdBase(spec.path, { onWarning: options.onWarning }));
+        } else layers.push(await openCacheCapable(spec, readOnly, options.requireLocks, options.cacheLimit));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';
       const warnings = checkChain(await linksOf(layers), mode === 'readWrite' && !(cacheTop && options.readOnlyWhenCacheTop));
