@@ -1,10 +1,11 @@
 /** `stackbd append STACK... --new PATH --type overlay|cache`: a new layer on top (a snapshot). */
 import type { Argv, CommandModule } from 'yargs';
 import { DiskImage } from '../stack/disk-image.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { parseSize } from './size.js';
 import { UsageError } from './usage-error.js';
 
-interface AppendArgs {
+interface AppendArgs extends RemoteArgs {
   images: string[];
   new: string;
   type: 'overlay' | 'cache';
@@ -16,14 +17,17 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
   command: 'append <images..>',
   describe: 'create a new ASIF layer on top of an image or stack (an overlay is a snapshot point)',
   builder: (y: Argv) =>
-    y
-      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
-      .option('new', { type: 'string', demandOption: true, describe: 'file of the new layer' })
-      .option('type', { choices: ['overlay', 'cache'] as const, default: 'overlay' as const })
-      .option('size', { type: 'string', describe: 'size of a new overlay (default: the size of the layer below)' })
-      .option('force', { type: 'boolean', default: false, describe: 'replace an existing file' }) as unknown as Argv<AppendArgs>,
+    withRemoteOptions(
+      y
+        .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+        .option('new', { type: 'string', demandOption: true, describe: 'file of the new layer' })
+        .option('type', { choices: ['overlay', 'cache'] as const, default: 'overlay' as const })
+        .option('size', { type: 'string', describe: 'size of a new overlay (default: the size of the layer below)' })
+        .option('force', { type: 'boolean', default: false, describe: 'replace an existing file' }),
+    ) as unknown as Argv<AppendArgs>,
   handler: async (args) => {
-    const image = await DiskImage.open(args.images, { mode: 'readOnly' });
+    const remote = await remoteOptionsFrom(args, (message) => process.stderr.write(`stackbd: warning: ${message}\n`));
+    const image = await DiskImage.open(args.images, { mode: 'readOnly', remote });
     let stacked: DiskImage | null = null;
     try {
       let blockCount: number | undefined;

@@ -1,10 +1,11 @@
 /** `stackbd info STACK...`: every layer's properties and whether the chain is valid. */
 import type { Argv, CommandModule } from 'yargs';
 import { printFields, printJson } from './print.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatSize } from './size.js';
 import { chainProblem, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
 
-interface InfoArgs {
+interface InfoArgs extends RemoteArgs {
   images: string[];
   json: boolean;
 }
@@ -24,17 +25,27 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   fields.push(['layer UUID', r.layerUUID ?? '-']);
   fields.push(['parent UUID', r.parentUUID ?? '-']);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
+  if (r.remote) fields.push(['pinned by', remotePin(r.remote)]);
   return fields;
+}
+
+function remotePin(d: Readonly<Record<string, unknown>>): string {
+  if (typeof d.etag === 'string') return `ETag ${d.etag}`;
+  if (typeof d.lastModified === 'string') return `Last-Modified ${d.lastModified}`;
+  return 'nothing: the server gives no strong ETag and no Last-Modified, so the base cannot be pinned (a replaced object would not be noticed)';
 }
 
 export const infoCommand: CommandModule<object, InfoArgs> = {
   command: 'info <images..>',
   describe: 'show an image, or every layer of a stack (bottom first) and whether they stack',
   builder: (y: Argv) =>
-    y
-      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
-      .option('json', { type: 'boolean', default: false }) as unknown as Argv<InfoArgs>,
+    withRemoteOptions(
+      y
+        .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+        .option('json', { type: 'boolean', default: false }),
+    ) as unknown as Argv<InfoArgs>,
   handler: async (args) => {
+    const remote = await remoteOptionsFrom(args, (message) => process.stderr.write(`stackbd: warning: ${message}\n`));
     await withLayers(args.images, async (layers) => {
       const reports = await Promise.all(layers.map(describeOpenLayer));
       const problem = layers.length > 1 ? chainProblem(layers) : null;
@@ -57,6 +68,6 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
         console.log(problem ? `chain: INVALID: ${problem}` : `chain: valid (${formatSize(top.size)} seen by clients)`);
       }
       if (problem) process.exitCode = 1;
-    });
+    }, remote);
   },
 };

@@ -1,7 +1,9 @@
 /** Facts about each file of a stack, read without trusting the chain (for info and map). */
-import type { Layer } from '../formats/layer.js';
+import { IncompatibleStackingError } from '../block/errors.js';
+import type { Layer, LayerDetails } from '../formats/layer.js';
 import { AsifImage } from '../formats/asif/index.js';
 import { openImage } from '../formats/open-image.js';
+import { displaySource, isRemoteSource, openRemote, type RemoteOptions } from '../remote/index.js';
 import { checkChain } from '../stack/chain.js';
 
 export interface LayerReport {
@@ -17,6 +19,8 @@ export interface LayerReport {
   chunkSize?: number;
   allocatedBytes?: number;
   stableUUID?: string;
+  /** For a remote base: its ETag or Last-Modified, and whether it could be pinned. */
+  remote?: LayerDetails;
 }
 
 export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
@@ -36,14 +40,18 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
     base.allocatedBytes = layer.allocatedBytes();
     base.stableUUID = layer.stableUUID;
   }
+  if ((layer.format === 'http' || layer.format === 's3') && layer.details) base.remote = await layer.details();
   return base;
 }
 
-/** Opens every file read-only; runs `use` with them; closes them whatever happens. */
-export async function withLayers<T>(paths: readonly string[], use: (layers: Layer[]) => Promise<T>): Promise<T> {
+/** Opens every file (or a remote base) read-only; runs `use` with them; closes them whatever happens. */
+export async function withLayers<T>(paths: readonly string[], use: (layers: Layer[]) => Promise<T>, remote?: RemoteOptions): Promise<T> {
   const layers: Layer[] = [];
   try {
-    for (const path of paths) layers.push(await openImage(path, { readOnly: true }));
+    for (const [i, path] of paths.entries()) {
+      if (i > 0 && isRemoteSource(path)) throw new IncompatibleStackingError(displaySource(path), 'a remote base can only be the base of a stack');
+      layers.push(isRemoteSource(path) ? await openRemote(path, remote) : await openImage(path, { readOnly: true }));
+    }
     return await use(layers);
   } finally {
     await Promise.allSettled(layers.map((l) => l.close()));

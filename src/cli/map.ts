@@ -4,10 +4,11 @@ import { AsifImage } from '../formats/asif/index.js';
 import type { Layer } from '../formats/layer.js';
 import { Stack } from '../stack/stack.js';
 import { printJson, printTable } from './print.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { chainProblem, withLayers } from './inspect-layers.js';
 import { UsageError } from './usage-error.js';
 
-interface MapArgs {
+interface MapArgs extends RemoteArgs {
   images: string[];
   json: boolean;
 }
@@ -62,10 +63,13 @@ export const mapCommand: CommandModule<object, MapArgs> = {
   command: 'map <images..>',
   describe: 'show which layer holds each range of an image or stack (data, zero or absent)',
   builder: (y: Argv) =>
-    y
-      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
-      .option('json', { type: 'boolean', default: false }) as unknown as Argv<MapArgs>,
+    withRemoteOptions(
+      y
+        .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+        .option('json', { type: 'boolean', default: false }),
+    ) as unknown as Argv<MapArgs>,
   handler: async (args) => {
+    const remote = await remoteOptionsFrom(args, (message) => process.stderr.write(`stackbd: warning: ${message}\n`));
     await withLayers(args.images, async (layers) => {
       const problem = layers.length > 1 ? chainProblem(layers) : null;
       if (problem) throw new UsageError(`not a valid stack: ${problem}`);
@@ -85,6 +89,6 @@ export const mapCommand: CommandModule<object, MapArgs> = {
           e.file ?? '-',
         ]),
       ]);
-    });
+    }, remote);
   },
 };

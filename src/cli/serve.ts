@@ -11,12 +11,13 @@ import { prepareDemo } from './demo.js';
 import { parseExportSpec, type ExportSpec } from './export-spec.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { openExport } from './open-export.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
 import { parseSize } from './size.js';
 import { inheritedListenFds } from './socket-activation.js';
 import { UsageError } from './usage-error.js';
 
-interface ServeArgs {
+interface ServeArgs extends RemoteArgs {
   config?: string;
   tls: TlsMode;
   'tls-cert'?: string;
@@ -42,7 +43,7 @@ interface ServeArgs {
 }
 
 function builder(y: Argv): Argv<ServeArgs> {
-  return y
+  return withRemoteOptions(y)
     .option('config', { type: 'string', describe: 'JSON file of exports (and listeners); see the README' })
     .option('listen', { type: 'string', array: true, describe: 'TCP address HOST:PORT to listen on (default 127.0.0.1:10809)' })
     .option('socket', { type: 'string', array: true, describe: 'unix socket path to listen on' })
@@ -142,7 +143,7 @@ async function handler(args: ServeArgs): Promise<void> {
     names.add(spec.name);
   }
 
-  const defaults = { syncIntervalMs: syncInterval * 1000, log };
+  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote: await remoteOptionsFrom(args) };
   const exports: Export[] = [];
   try {
     for (const spec of specs) {

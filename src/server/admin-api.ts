@@ -8,6 +8,7 @@ import { timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs/promises';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import { displaySource } from '../remote/source.js';
 import { StackbdError } from '../block/errors.js';
 import { appendLiveOverlay } from '../stack/live-snapshot.js';
 import type { Export } from './export.js';
@@ -133,7 +134,7 @@ export function buildAdminApi(options: AdminApiOptions): FastifyInstance {
       throw new HttpError(409, err instanceof Error ? err.message : String(err));
     }
     metrics.attach(exp);
-    options.logger.info({ export: exp.name, layers: wanted.layers }, 'export added');
+    options.logger.info({ export: exp.name, layers: wanted.layers.map(displaySource) }, 'export added');
     return reply.code(201).send(describeExport(exp));
   });
 

@@ -13,6 +13,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isRemoteSource } from '../remote/source.js';
 
 export interface ExportConfig {
   name: string;
@@ -76,7 +77,7 @@ export function parseConfig(text: string, file: string): ServerConfig {
     if (entry.description !== undefined && typeof entry.description !== 'string') fail(`${where}.description must be a string`);
     return {
       name,
-      layers: layers.map((p) => path.resolve(dir, p)),
+      layers: layers.map((p) => (isRemoteSource(p) ? p : path.resolve(dir, p))),
       readOnly: entry.readOnly === true,
       ...(typeof entry.description === 'string' ? { description: entry.description } : {}),
     };

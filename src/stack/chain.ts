@@ -12,13 +12,15 @@ export type ChainLink = Pick<Layer, 'path' | 'format' | 'layerUUID' | 'parentUUI
 
 /** Throws unless `below` may carry `layer` directly on top of it. */
 export function checkLink(below: ChainLink, layer: ChainLink): void {
-  if (layer.format === 'raw') {
-    throw new IncompatibleStackingError(layer.path, `a RAW image can only be the base of a stack, not a layer above ${below.path}`);
+  // Only ASIF layers have UUIDs to chain by: every other format (RAW, foreign, remote) is base-only.
+  if (layer.format !== 'asif') {
+    const what = layer.format === 'raw' ? 'a RAW image' : `a ${layer.format} base`;
+    throw new IncompatibleStackingError(layer.path, `${what} can only be the base of a stack, not a layer above ${below.path}`);
   }
-  const expected = below.format === 'raw' ? null : below.layerUUID;
+  const expected = below.format !== 'asif' ? null : below.layerUUID;
   if (layer.parentUUID !== expected) {
     const found = layer.parentUUID ?? 'none (a standalone image)';
-    const wanted = expected ?? `none (${below.path} is RAW)`;
+    const wanted = expected ?? `none (${below.path} is ${below.format === 'raw' ? 'RAW' : `a ${below.format} base`})`;
     throw new IncompatibleStackingError(
       layer.path,
       `its parent UUID is ${found} but the layer below (${below.path}) needs ${wanted}: it was made for another parent, or the parent changed since`,

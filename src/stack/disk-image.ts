@@ -14,6 +14,7 @@
 import { IncompatibleStackingError, InvalidBlockCountError } from '../block/errors.js';
 import type { ImageFormat, Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
 import { createImage, openImage } from '../formats/open-image.js';
+import { displaySource, isRemoteSource, openRemote, type RemoteOptions } from '../remote/index.js';
 import { checkChain, checkLink } from './chain.js';
 import { Stack, type StackOptions } from './stack.js';
 
@@ -38,6 +39,8 @@ export interface OpenOptions {
   readOnlyWhenCacheTop?: boolean;
   /** Format of the base when it cannot be probed (RAW is assumed for unknown content). */
   baseFormat?: ImageFormat;
+  /** How a base given as a URL (http://, https://, s3://) is read. */
+  remote?: RemoteOptions;
   stack?: StackOptions;
 }
 
@@ -104,6 +107,11 @@ export class DiskImage {
       for (const [i, path] of list.entries()) {
         const top = i === list.length - 1;
         const readOnly = !(top && mode === 'readWrite');
+        if (isRemoteSource(path)) {
+          if (i > 0) throw new IncompatibleStackingError(displaySource(path), `a remote base can only be the base of a stack, not a layer above ${layers[i - 1].path}`);
+          layers.push(await openRemote(path, options.remote));
+          continue;
+        }
         layers.push(i === 0 && options.baseFormat ? await openImage(path, { readOnly, format: options.baseFormat }) : await openCacheCapable(path, readOnly));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';
@@ -163,6 +171,9 @@ export class DiskImage {
     let frozen = below;
     let added: Layer | null = null;
     try {
+      if (isRemoteSource(spec.path)) {
+        throw new IncompatibleStackingError(displaySource(spec.path), `a remote base can only be the base of a stack, not a layer above ${below.path}`);
+      }
       if ('existing' in spec) {
         added = await openCacheCapable(spec.path, this.requestedMode === 'readOnly');
         checkLink(below, added);

@@ -58,7 +58,7 @@ describe('an http:// base served by nginx', () => {
       expect(layer.size).toBe(content.length);
       expect(layer.format).toBe('http');
       expect(layer.readOnly).toBe(true);
-      const pin = await layer.pin();
+      const pin = (await layer.pin())!;
       expect(Object.keys(pin).sort()).toEqual(['etag', 'size']);
       expect(pin.size).toBe(content.length);
       for (const [offset, length] of [
@@ -162,7 +162,7 @@ describe('an http:// base served by nginx', () => {
     const warnings: string[] = [];
     const layer = await openRemote(nginx.url('golden.raw'), { blockSize: 64 * 1024, readaheadMaxBytes: 0, onWarning: (m) => warnings.push(m) });
     try {
-      const oldPin = await layer.pin();
+      const oldPin = (await layer.pin())!;
       expect((await readAt(layer, 0, 4096)).equals(content.subarray(0, 4096))).toBe(true);
       // Replace it: new bytes, and a modification time certainly different (nginx's ETag is mtime-size).
       const replacement = randomBytes(content.length);
@@ -181,7 +181,7 @@ describe('an http:// base served by nginx', () => {
       expect(warnings.filter((w) => /changed/.test(w))).toHaveLength(1);
       const fresh = await openRemote(nginx.url('golden.raw'), {});
       try {
-        const newPin = await fresh.pin();
+        const newPin = (await fresh.pin())!;
         expect(newPin.size).toBe(oldPin.size);
         expect(newPin.etag).not.toBe(oldPin.etag);
         expect((await readAt(fresh, 1 * MiB, 4096)).equals(replacement.subarray(1 * MiB, 1 * MiB + 4096))).toBe(true);
