@@ -48,6 +48,9 @@ export async function createUndiciTransport(options: ResolvedRemoteOptions): Pro
       headers: { ...request.headers },
     });
     const body = res.body as unknown as Body;
+    // A body dropped unread is destroyed, which emits an error; with no listener that error
+    // would be an uncaught exception. Readers still see errors through their iterator.
+    res.body.on('error', () => undefined);
     const response: HttpResponse = {
       status: res.statusCode,
       headers: flattenHeaders(res.headers),
