@@ -13,6 +13,7 @@ import { openRemote, type RemoteOptions } from '../../src/remote/index.js';
 import type { Clock } from '../../src/remote/retry.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { startFaultProxy, type Fault, type FaultProxy } from './helpers/fault-proxy.js';
+import { readAt } from './helpers/read-at.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
 
 const KiB = 1024;
@@ -25,11 +26,6 @@ let content: Buffer;
 const noWait: Clock = { now: () => Date.now(), random: () => 0.5, sleep: () => new Promise((r) => setImmediate(r)) };
 const base: RemoteOptions = { blockSize: 64 * KiB, readaheadMaxBytes: 0, cacheBytes: 0, clock: noWait, timeouts: { headersMs: 400, bodyMs: 400 } };
 
-async function readAt(layer: Layer, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  await layer.read(buf, offset);
-  return buf;
-}
 
 function expected(offset: number, length: number): Buffer {
   return content.subarray(offset, offset + length);

@@ -13,6 +13,7 @@ import type { Layer } from '../../src/formats/layer.js';
 import { openRemote, RemoteSourceError, type RemoteOptions } from '../../src/remote/index.js';
 import { makeTlsFixtures, type TlsFixtures } from '../helpers/tls-fixtures.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { readAt } from './helpers/read-at.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
 
 const MiB = 1024 * 1024;
@@ -31,11 +32,6 @@ async function withLayer<T>(url: string, options: RemoteOptions, use: (layer: La
   }
 }
 
-async function readAt(layer: Layer, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  await layer.read(buf, offset);
-  return buf;
-}
 
 beforeAll(async () => {
   dir = await makeTempDir('stackbd-remote-nginx-');
@@ -92,6 +88,21 @@ describe('an http:// base served by nginx', () => {
       const after = (await nginx.accessLog()).slice(before).filter((e) => e.uri === '/shared.raw');
       expect(after.map((e) => e.range)).toEqual(['bytes=1048576-1310719']);
     });
+  });
+
+  it('keeps at most --remote-connections connections open, and reuses them (keep-alive)', async () => {
+    await fs.writeFile(path.join(root, 'pool.raw'), content);
+    await withLayer(nginx.url('pool.raw'), { blockSize: 64 * 1024, readaheadMaxBytes: 0, connections: 2 }, async (layer) => {
+      const reads = Array.from({ length: 24 }, (_, i) => readAt(layer, i * 128 * 1024, 1000));
+      const bufs = await Promise.all(reads);
+      bufs.forEach((b, i) => expect(b.equals(content.subarray(i * 128 * 1024, i * 128 * 1024 + 1000))).toBe(true));
+    });
+    const all = (await nginx.accessLog()).filter((e) => e.uri === '/pool.raw');
+    expect(all.length).toBe(26); // HEAD, the 1-byte GET, 24 reads
+    // undici keeps a HEAD's connection only if the server says keep-alive outright; the GETs
+    // must share at most two connections.
+    const gets = all.filter((e) => e.method === 'GET');
+    expect(new Set(gets.map((e) => e.connection)).size).toBeLessThanOrEqual(2);
   });
 
   it('merges the missing blocks of one read into one ranged GET', async () => {

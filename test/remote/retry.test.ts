@@ -8,6 +8,18 @@ function recordingClock(randoms: number[]): Clock & { slept: number[] } {
   return { slept, now: () => 1_000_000, random: () => randoms[i++ % randoms.length], sleep: async (ms) => void slept.push(ms) };
 }
 
+/** An attempt that always throws `make(callNumber)`, counting its calls. */
+function alwaysFailing(make: (n: number) => Error): { attempt: () => Promise<never>; calls: () => number } {
+  let calls = 0;
+  return {
+    attempt: async () => {
+      calls++;
+      throw make(calls);
+    },
+    calls: () => calls,
+  };
+}
+
 describe('backoffDelay', () => {
   it('doubles the step each attempt up to the cap, half fixed and half random', () => {
     const policy = { baseMs: 100, maxMs: 1000, maxRetryAfterMs: 5000 };
@@ -58,37 +70,17 @@ describe('withRetries', () => {
 
   it('gives up after retries + 1 attempts with the last error', async () => {
     const clock = recordingClock([0]);
-    let calls = 0;
-    await expect(
-      withRetries(
-        async () => {
-          calls++;
-          throw new RetryableError(`failure ${calls}`);
-        },
-        3,
-        DEFAULT_BACKOFF,
-        clock,
-      ),
-    ).rejects.toThrow('failure 4');
-    expect(calls).toBe(4);
+    const failing = alwaysFailing((n) => new RetryableError(`failure ${n}`));
+    await expect(withRetries(failing.attempt, 3, DEFAULT_BACKOFF, clock)).rejects.toThrow('failure 4');
+    expect(failing.calls()).toBe(4);
     expect(clock.slept).toEqual([50, 100, 200]);
   });
 
   it('never retries other errors', async () => {
     const clock = recordingClock([0]);
-    let calls = 0;
-    await expect(
-      withRetries(
-        async () => {
-          calls++;
-          throw new Error('412');
-        },
-        5,
-        DEFAULT_BACKOFF,
-        clock,
-      ),
-    ).rejects.toThrow('412');
-    expect(calls).toBe(1);
+    const failing = alwaysFailing(() => new Error('412'));
+    await expect(withRetries(failing.attempt, 5, DEFAULT_BACKOFF, clock)).rejects.toThrow('412');
+    expect(failing.calls()).toBe(1);
     expect(clock.slept).toEqual([]);
   });
 });

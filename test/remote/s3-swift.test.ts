@@ -13,6 +13,7 @@ import type { Layer } from '../../src/formats/layer.js';
 import { openRemote, RemoteSourceError, type RemoteOptions } from '../../src/remote/index.js';
 import { STACKBD_BIN } from '../helpers/spawn-server.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { readAt } from './helpers/read-at.js';
 import { startSwift, SWIFT_ACCESS_KEY, SWIFT_REGION, SWIFT_SECRET_KEY, type Swift } from './helpers/swift.js';
 
 const MiB = 1024 * 1024;
@@ -30,11 +31,6 @@ function options(extra: Partial<RemoteOptions> = {}): RemoteOptions {
   return { s3Endpoint: swift.endpoint, env: env(), retries: 1, blockSize: 64 * 1024, ...extra };
 }
 
-async function readAt(layer: Layer, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  await layer.read(buf, offset);
-  return buf;
-}
 
 beforeAll(async () => {
   dir = await makeTempDir('stackbd-remote-s3-');

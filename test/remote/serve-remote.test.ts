@@ -121,6 +121,21 @@ describe('stackbd with an http:// base', () => {
     expect(missing.stderr.trim()).toBe(`stackbd: http://127.0.0.1:${nginx.port}/missing.raw: GET was refused: HTTP 404`);
   });
 
+  it('sends the --header-file headers, and refuses a bad header file as a usage error', async () => {
+    const headers = path.join(dir, 'headers.txt');
+    await fs.writeFile(headers, '# for the origin\nAuthorization: Bearer golden-token\n');
+    const before = (await nginx.accessLog()).length;
+    const ok = await runStackbd(['info', nginx.url('golden.raw'), '--header-file', headers]);
+    expect(ok.code).toBe(0);
+    const sent = (await nginx.accessLog()).slice(before);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(sent.every((e) => e.authorization === 'Bearer golden-token')).toBe(true);
+    await fs.writeFile(headers, 'Range: bytes=0-1\n');
+    const bad = await runStackbd(['info', nginx.url('golden.raw'), '--header-file', headers]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/line 1: Range is set by stackbd/);
+  });
+
   it('keeps serving when one read fails for good: that read gets EIO, the next one is served', async () => {
     const server = await serve(['--export', `flaky=${proxy.url('golden.raw')}`, '--remote-retries', '1', '--remote-block-size', '64K', '--read-only']);
     proxy.inject('reset', 2);

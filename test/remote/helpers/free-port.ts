@@ -4,17 +4,7 @@
  */
 import net from 'node:net';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { pickFreePort as freePort } from '../../interop/harness.js';
 
 /** Resolves once something accepts connections on 127.0.0.1:port; rejects after `timeoutMs`. */
 export async function waitForPort(port: number, timeoutMs: number, alive: () => boolean): Promise<void> {

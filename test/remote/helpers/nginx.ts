@@ -6,8 +6,8 @@
  *   answers 302 to the same PATH on `otherPort` (another origin);
  * - `otherPort`: plain HTTP, a second origin;
  * - `tlsPort` (when TLS material is given): HTTPS.
- * The access log records method, URI, status, bytes sent, Range, If-Match and Authorization
- * of each request, so tests can count requests and see which headers reached the origin.
+ * The access log records method, URI, status, bytes sent, Range, If-Match, Authorization and
+ * the connection of each request, so tests can count requests and see which headers reached the origin.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -30,6 +30,8 @@ export interface AccessEntry {
   ifMatch: string;
   authorization: string;
   port: number;
+  /** nginx's connection serial number: requests sharing one came over one kept-alive connection. */
+  connection: number;
 }
 
 export interface Nginx {
@@ -59,7 +61,7 @@ error_log ${d}/error.log warn;
 events { worker_connections 512; }
 http {
   default_type application/octet-stream;
-  log_format t escape=none '$request_method\\t$uri\\t$status\\t$bytes_sent\\t$http_range\\t$http_if_match\\t$http_authorization\\t$server_port';
+  log_format t escape=none '$request_method\\t$uri\\t$status\\t$bytes_sent\\t$http_range\\t$http_if_match\\t$http_authorization\\t$server_port\\t$connection';
   access_log ${d}/access.log t;
   client_body_temp_path ${d}/tmp/body;
   proxy_temp_path ${d}/tmp/proxy;
@@ -114,9 +116,9 @@ export async function startNginx(o: NginxOptions): Promise<Nginx> {
           .split('\n')
           .filter((l) => l !== '')
           .map((l) => {
-            const [method, uri, status, bytes, range, ifMatch, authorization, port] = l.split('\t');
+            const [method, uri, status, bytes, range, ifMatch, authorization, port, connection] = l.split('\t');
             const dash = (s: string): string => (s === '-' ? '' : s);
-            return { method, uri, status: Number(status), bytes: Number(bytes), range: dash(range), ifMatch: dash(ifMatch), authorization: dash(authorization), port: Number(port) };
+            return { method, uri, status: Number(status), bytes: Number(bytes), range: dash(range), ifMatch: dash(ifMatch), authorization: dash(authorization), port: Number(port), connection: Number(connection) };
           });
       },
       stop: async () => {

@@ -57,16 +57,21 @@ async function requireSwift(): Promise<void> {
   }
 }
 
-function serverConf(kind: string, dir: string, port: number, user: string): string {
+/** What every server's [DEFAULT] says: loopback, one process, our user, our rings. */
+function defaults(dir: string, port: number, user: string): string {
   return `[DEFAULT]
-devices = ${dir}/srv
-mount_check = false
 bind_ip = 127.0.0.1
 bind_port = ${port}
 workers = 0
 user = ${user}
 swift_dir = ${dir}/etc
 log_level = WARNING
+`;
+}
+
+function serverConf(kind: string, dir: string, port: number, user: string): string {
+  return `${defaults(dir, port, user)}devices = ${dir}/srv
+mount_check = false
 
 [pipeline:main]
 pipeline = ${kind}-server
@@ -80,14 +85,7 @@ ${kind === 'container' ? '[container-updater]\n[container-sync]\n' : ''}${kind =
 }
 
 function proxyConf(dir: string, port: number, user: string): string {
-  return `[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = ${port}
-workers = 0
-user = ${user}
-swift_dir = ${dir}/etc
-log_level = WARNING
-
+  return `${defaults(dir, port, user)}
 [pipeline:main]
 pipeline = catch_errors gatekeeper proxy-logging cache listing_formats s3api tempauth copy proxy-logging proxy-server
 
