@@ -40,7 +40,7 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.new} already exists: add --force to replace it`);
         throw err;
       });
-      console.log(`created ${args.type} layer ${args.new} (parent UUID ${stacked.parentUUID ?? 'none: the layer below is RAW'})`);
+      console.log(`created ${args.type} layer ${args.new} (parent UUID ${stacked.parentUUID ?? 'none: the layer below is a base without one (RAW or remote)'})`);
       console.log(`stack: ${[...args.images, args.new].join(' ')}`);
     } finally {
       await (stacked ?? image).close();

@@ -1,8 +1,9 @@
 /**
  * The rules that decide whether layers may be stacked, in the order given (bottom first).
- * DiskImageKit's: RAW only as the base; at most one cache layer; each layer names the layer
- * below by UUID (its parent UUID), or names none when the layer below is RAW; a cache layer is
- * never the writable top. Every violation is an IncompatibleStackingError naming the file.
+ * DiskImageKit's: RAW (and any other format without UUIDs: remote bases) only as the base; at
+ * most one cache layer; each layer names the layer below by UUID (its parent UUID), or names
+ * none when the layer below is not ASIF; a cache layer is never the writable top. Every
+ * violation is an IncompatibleStackingError naming the file.
  */
 import { IncompatibleStackingError } from '../block/errors.js';
 import type { Layer } from '../formats/layer.js';
