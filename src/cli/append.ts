@@ -3,10 +3,11 @@ import type { Argv, CommandModule } from 'yargs';
 import type { ImageFormat } from '../formats/layer.js';
 import { DiskImage } from '../stack/disk-image.js';
 import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { parseSize } from './size.js';
 import { UsageError } from './usage-error.js';
 
-interface AppendArgs {
+interface AppendArgs extends RemoteArgs {
   images: string[];
   format?: ImageFormat;
   new: string;
@@ -20,7 +21,7 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
   command: 'append <images..>',
   describe: 'create a new ASIF layer on top of an image or stack (an overlay is a snapshot point)',
   builder: (y: Argv) =>
-    y
+    withRemoteOptions(y)
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
       .option('format', FORMAT_OPTION)
       .option('new', { type: 'string', demandOption: true, describe: 'file of the new layer' })
@@ -38,7 +39,8 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
   handler: async (args) => {
     // The layers below must not change while a child records them: they are locked (shared)
     // for the whole command, and one that another program writes is refused.
-    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning, requireLocks: true });
+    const remote = await remoteOptionsFrom(args, printWarning);
+    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning, requireLocks: true, remote });
     let stacked: DiskImage | null = null;
     try {
       let blockCount: number | undefined;

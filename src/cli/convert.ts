@@ -12,10 +12,11 @@ import { convertStack } from '../stack/convert.js';
 import { DiskImage } from '../stack/disk-image.js';
 import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { createProgress, PROGRESS_OPTIONS, progressMode, type ProgressArgs } from './progress.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatSize } from './size.js';
 import { UsageError } from './usage-error.js';
 
-interface ConvertArgs extends ProgressArgs {
+interface ConvertArgs extends ProgressArgs, RemoteArgs {
   images: string[];
   format?: ImageFormat;
   output: string;
@@ -39,7 +40,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   command: 'convert <images..>',
   describe: 'flatten an image or stack into one new image, keeping holes',
   builder: (y: Argv) =>
-    y
+    withRemoteOptions(y)
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
       .option('format', FORMAT_OPTION)
       .option('output', { alias: 'O', type: 'string', demandOption: true, describe: 'the new image' })
@@ -53,7 +54,8 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .options(PROGRESS_OPTIONS) as unknown as Argv<ConvertArgs>,
   handler: async (args) => {
     const format = outputFormat(args.output, args['output-format']);
-    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning });
+    const remote = await remoteOptionsFrom(args, printWarning);
+    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning, remote });
     const progress = createProgress('convert', progressMode(args));
     try {
       const result = await convertStack(image.stack, args.output, { format, dmgCompression: args['dmg-compression'], overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(

@@ -5,9 +5,10 @@ import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { chainReport, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
 import { detailFields } from './detail-fields.js';
 import { printFields, printJson } from './print.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatSize } from './size.js';
 
-interface InfoArgs {
+interface InfoArgs extends RemoteArgs {
   images: string[];
   format?: ImageFormat;
   json: boolean;
@@ -37,18 +38,28 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   if (r.pin) fields.push(['identity', showPin(r.pin)]);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
   if (r.details) fields.push(...detailFields(r.details));
+  if (r.format === 'http' || r.format === 's3') fields.push(['pinned by', remotePin(r.details ?? {})]);
   return fields;
+}
+
+function remotePin(d: Readonly<Record<string, unknown>>): string {
+  if (typeof d.etag === 'string') return `ETag ${d.etag}`;
+  if (typeof d.lastModified === 'string') return `Last-Modified ${d.lastModified}`;
+  return 'nothing: the server gives no strong ETag and no Last-Modified, so the base cannot be pinned (a replaced object would not be noticed)';
 }
 
 export const infoCommand: CommandModule<object, InfoArgs> = {
   command: 'info <images..>',
   describe: 'show an image, or every layer of a stack (bottom first) and whether they stack (exit 1 when they do not)',
   builder: (y: Argv) =>
-    y
-      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
-      .option('format', FORMAT_OPTION)
-      .option('json', { type: 'boolean', default: false }) as unknown as Argv<InfoArgs>,
+    withRemoteOptions(
+      y
+        .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+        .option('format', FORMAT_OPTION)
+        .option('json', { type: 'boolean', default: false }),
+    ) as unknown as Argv<InfoArgs>,
   handler: async (args) => {
+    const remote = await remoteOptionsFrom(args, printWarning);
     await withLayers(imageSpecs(args.images, args.format), async (layers) => {
       const reports = await Promise.all(layers.map(describeOpenLayer));
       const { problem, warnings } = layers.length > 1 ? await chainReport(layers) : { problem: null, warnings: [] };
@@ -72,6 +83,6 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
         console.log('');
         console.log(problem ? `chain: INVALID: ${problem}` : `chain: valid (${formatSize(top.size)} seen by clients)`);
       }
-    });
+    }, remote);
   },
 };

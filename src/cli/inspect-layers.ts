@@ -1,7 +1,9 @@
 /** Facts about each file of a stack, read without trusting the chain (for info and map). */
+import { IncompatibleStackingError } from '../block/errors.js';
 import type { Layer, LayerDetails, ParentPin } from '../formats/layer.js';
 import { AsifImage } from '../formats/asif/index.js';
 import { openImage } from '../formats/open-image.js';
+import { displaySource, isRemoteSource, openRemote, type RemoteOptions } from '../remote/index.js';
 import { checkChain, linksOf } from '../stack/chain.js';
 import { refuseDuplicates } from '../stack/disk-image.js';
 import type { LayerSpec } from '../stack/layer-spec.js';
@@ -53,12 +55,16 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
   return base;
 }
 
-/** Opens every file read-only; runs `use` with them; closes them whatever happens. */
-export async function withLayers<T>(specs: readonly LayerSpec[], use: (layers: Layer[]) => Promise<T>): Promise<T> {
+/** Opens every file (or a remote base) read-only; runs `use` with them; closes them whatever happens. */
+export async function withLayers<T>(specs: readonly LayerSpec[], use: (layers: Layer[]) => Promise<T>, remote?: RemoteOptions): Promise<T> {
   await refuseDuplicates(specs);
   const layers: Layer[] = [];
   try {
-    for (const spec of specs) layers.push(await openImage(spec.path, { readOnly: true, format: spec.format }));
+    for (const [i, spec] of specs.entries()) {
+      if (!isRemoteSource(spec.path)) layers.push(await openImage(spec.path, { readOnly: true, format: spec.format }));
+      else if (i > 0) throw new IncompatibleStackingError(displaySource(spec.path), 'a remote base can only be the base of a stack');
+      else layers.push(await openRemote(spec.path, remote));
+    }
     return await use(layers);
   } finally {
     await Promise.allSettled(layers.map((l) => l.close()));

@@ -7,8 +7,9 @@ import { Stack } from '../stack/stack.js';
 import { printJson, printTable } from './print.js';
 import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { withLayers } from './inspect-layers.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 
-interface MapArgs {
+interface MapArgs extends RemoteArgs {
   images: string[];
   format?: ImageFormat;
   json: boolean;
@@ -64,11 +65,14 @@ export const mapCommand: CommandModule<object, MapArgs> = {
   command: 'map <images..>',
   describe: 'show which layer holds each range of an image or stack (data, zero or absent)',
   builder: (y: Argv) =>
-    y
-      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
-      .option('format', FORMAT_OPTION)
-      .option('json', { type: 'boolean', default: false }) as unknown as Argv<MapArgs>,
+    withRemoteOptions(
+      y
+        .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
+        .option('format', FORMAT_OPTION)
+        .option('json', { type: 'boolean', default: false }),
+    ) as unknown as Argv<MapArgs>,
   handler: async (args) => {
+    const remote = await remoteOptionsFrom(args, printWarning);
     await withLayers(imageSpecs(args.images, args.format), async (layers) => {
       // A stack that does not hold together has no map: the typed error says why (exit 1).
       if (layers.length > 1) for (const w of checkChain(await linksOf(layers), false)) printWarning(w);
@@ -88,6 +92,6 @@ export const mapCommand: CommandModule<object, MapArgs> = {
           e.file ?? '-',
         ]),
       ]);
-    });
+    }, remote);
   },
 };

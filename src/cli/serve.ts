@@ -13,13 +13,14 @@ import { warnIfExposed } from './exposure-warning.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { logNativeStatus } from './native-notice.js';
 import { openExport } from './open-export.js';
+import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
 import { notifyServiceManager } from './sd-notify.js';
 import { parseSize } from './size.js';
 import { inheritedListenFds, planListeners } from './socket-activation.js';
 import { UsageError } from './usage-error.js';
 
-interface ServeArgs {
+interface ServeArgs extends RemoteArgs {
   config?: string;
   tls: TlsMode;
   'tls-cert'?: string;
@@ -38,6 +39,7 @@ interface ServeArgs {
   socket?: string[];
   export?: string[];
   'read-only': boolean;
+  'cache-max-size'?: string;
   'sync-interval': number;
   'log-level': LogLevel;
   demo: boolean;
@@ -45,7 +47,7 @@ interface ServeArgs {
 }
 
 function builder(y: Argv): Argv<ServeArgs> {
-  return y
+  return withRemoteOptions(y)
     .option('config', { type: 'string', describe: 'JSON file of exports (and listeners); see the README' })
     .option('listen', { type: 'string', array: true, describe: 'TCP address HOST:PORT to listen on (default 127.0.0.1:10809)' })
     .option('socket', { type: 'string', array: true, describe: 'unix socket path to listen on' })
@@ -55,6 +57,10 @@ function builder(y: Argv): Argv<ServeArgs> {
       describe: 'NAME=BASE[,LAYER...] (bottom first); a bare PATH is the default export ""',
     })
     .option('read-only', { type: 'boolean', default: false, describe: 'serve every export read-only' })
+    .option('cache-max-size', {
+      type: 'string',
+      describe: 'cache layers keep at most this much data, least recently used given up first (instead of the limit each records)',
+    })
     .option('sync-interval', {
       type: 'number',
       describe: 'seconds between syncs of written data when clients send no FLUSH (0 = only on flush/close)',
@@ -145,9 +151,11 @@ async function handler(args: ServeArgs): Promise<void> {
     names.add(spec.name);
   }
 
+  const remote = await remoteOptionsFrom(args);
+  const cacheLimit = args['cache-max-size'] === undefined ? undefined : parseSize(args['cache-max-size'], '--cache-max-size');
   // Once the arguments are known to be good: a usage error stays one line.
   logNativeStatus(log);
-  const defaults = { syncIntervalMs: syncInterval * 1000, log };
+  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote, cacheLimit };
   const exports: Export[] = [];
   try {
     for (const spec of specs) {

@@ -22,10 +22,7 @@ export interface NbdSource {
   readonly tls?: ClientTlsOptions;
 }
 
-/** True for `nbd://`, `nbds://`, `nbd+unix://` and `nbds+unix://` specs. */
-export function isNbdSource(spec: string): boolean {
-  return /^nbds?(\+unix)?:\/\//i.test(spec);
-}
+export { isNbdSource } from './source.js';
 
 async function readIfPresent(file: string): Promise<Buffer | undefined> {
   try {

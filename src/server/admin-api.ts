@@ -7,6 +7,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { Logger } from 'pino';
+import { displaySource } from '../remote/source.js';
 import { StackbdError } from '../block/errors.js';
 import { appendLiveOverlay } from '../stack/live-snapshot.js';
 import type { Export } from './export.js';
@@ -115,7 +116,7 @@ function routes(options: AdminApiOptions): Route[] {
           throw new HttpError(409, err instanceof Error ? err.message : String(err));
         }
         metrics.attach(exp);
-        options.logger.info({ export: exp.name, layers: wanted.layers }, 'export added');
+        options.logger.info({ export: exp.name, layers: wanted.layers.map(displaySource) }, 'export added');
         return { status: 201, json: describeExport(exp) };
       },
     },

@@ -17,6 +17,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { formatLayerSpec, IMAGE_FORMATS, parseLayerSpec } from '../stack/layer-spec.js';
+import { isRemoteSource } from '../remote/source.js';
 
 export interface ExportConfig {
   name: string;
@@ -62,7 +63,8 @@ function layerList(v: Json | undefined, where: string, dir: string, fail: (m: st
       if (format !== undefined && !(IMAGE_FORMATS as readonly Json[]).includes(format)) fail(`${at}.format must be one of ${IMAGE_FORMATS.join(', ')}`);
       spec = { path: item.path as string, ...(format !== undefined ? { format: format as (typeof IMAGE_FORMATS)[number] } : {}) };
     } else return fail(`${at} must be a path or an object with "path" and "format"`);
-    return formatLayerSpec({ ...spec, path: path.resolve(dir, spec.path) });
+    // URLs are kept as they are; only file paths are relative to the config file.
+    return isRemoteSource(spec.path) ? formatLayerSpec(spec) : formatLayerSpec({ ...spec, path: path.resolve(dir, spec.path) });
   });
 }
 

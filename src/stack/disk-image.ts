@@ -15,7 +15,7 @@ import { IncompatibleStackingError, InvalidBlockCountError } from '../block/erro
 import type { Layer, LayerFormat, LayerType, WritableFormat } from '../formats/layer.js';
 import { createImage, isWritableFormat, openImage } from '../formats/open-image.js';
 import { findSameFile } from '../io/same-file.js';
-import { isNbdSource, openNbdBase } from '../remote/nbd.js';
+import { displaySource, isRemoteSource, openRemote, type RemoteOptions } from '../remote/index.js';
 import { checkChain, checkLink, linkOf, linksOf, parentRecordOf } from './chain.js';
 import { toLayerSpec, type LayerSpec } from './layer-spec.js';
 import { Stack, type StackOptions } from './stack.js';
@@ -51,6 +51,8 @@ export interface OpenOptions {
   requireLocks?: boolean;
   /** Bound the cache layer's data to this many bytes, instead of the limit it records. */
   cacheLimit?: number;
+  /** How a base given as a URL (http://, https://, s3://, nbd://...) is read. */
+  remote?: RemoteOptions;
   stack?: StackOptions;
 }
 
@@ -132,9 +134,9 @@ export class DiskImage {
       for (const [i, spec] of specs.entries()) {
         const top = i === specs.length - 1;
         const readOnly = !(top && mode === 'readWrite');
-        if (isNbdSource(spec.path)) {
-          if (i > 0) throw new IncompatibleStackingError(spec.path, 'an NBD export can only be the base of a stack');
-          layers.push(await openNbdBase(spec.path, { onWarning: options.onWarning }));
+        if (isRemoteSource(spec.path)) {
+          if (i > 0) throw new IncompatibleStackingError(displaySource(spec.path), `a remote base can only be the base of a stack, not a layer above ${layers[i - 1].path}`);
+          layers.push(await openRemote(spec.path, { ...options.remote, onWarning: options.remote?.onWarning ?? options.onWarning }));
         } else layers.push(await openCacheCapable(spec, readOnly, options.requireLocks, options.cacheLimit));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';
@@ -197,6 +199,9 @@ export class DiskImage {
     const already = await findSameFile(spec.path, layers.map((l) => l.path));
     if (already !== undefined) throw new IncompatibleStackingError(spec.path, `is already a layer of this stack (${already})`);
     try {
+      if (isRemoteSource(spec.path)) {
+        throw new IncompatibleStackingError(displaySource(spec.path), `a remote base can only be the base of a stack, not a layer above ${below.path}`);
+      }
       if ('existing' in spec) {
         added = await openCacheCapable({ path: spec.path, format: 'asif' }, this.requestedMode === 'readOnly');
         checkLink(await linkOf(below), await linkOf(added));

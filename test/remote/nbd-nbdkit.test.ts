@@ -115,7 +115,7 @@ describe('nbd:// base on nbdkit', () => {
       await image.close();
     }
     // A remote base is base-only, like RAW: it cannot sit above another layer.
-    await expect(DiskImage.open([up.uri(), up.uri()])).rejects.toThrow(/an NBD export can only be the base of a stack/);
+    await expect(DiskImage.open([up.uri(), up.uri()])).rejects.toThrow(/a remote base can only be the base of a stack/);
   });
 
   it('uses four connections when the upstream offers multi-conn and spreads reads over them; one when it does not', async () => {

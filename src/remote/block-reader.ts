@@ -1,0 +1,129 @@
+/**
+ * Serves reads of any offset and length from a remote object fetched in aligned blocks.
+ *
+ * - A block is fetched at most once at a time however many readers want it: a block being
+ *   fetched is in `inflight`, and readers wait for that fetch. Adjacent missing blocks of one
+ *   read are merged into one ranged request of at most `maxRequestBytes`.
+ * - Fetched blocks go into a bytes-bounded LRU cache; a failed fetch leaves nothing behind (the
+ *   next read asks again) and fails every reader of its blocks with the fetch's error.
+ * - Sequential reads are read ahead (readahead.ts); a failed readahead is dropped silently, the
+ *   read that later needs the block fetches it again and reports the error.
+ */
+import { BlockCache } from './block-cache.js';
+import { Readahead } from './readahead.js';
+
+export type FetchRange = (offset: number, length: number) => Promise<Buffer>;
+
+export interface BlockReaderOptions {
+  size: number;
+  blockSize: number;
+  maxRequestBytes: number;
+  cacheBytes: number;
+  readaheadMaxBytes: number;
+}
+
+function ignore(): void {}
+
+export class BlockReader {
+  private readonly cache: BlockCache;
+  private readonly inflight = new Map<number, Promise<Buffer>>();
+  private readonly readahead: Readahead;
+  private readonly maxBlocksPerRequest: number;
+  /** Ranged requests started, and the blocks they covered (readahead included). */
+  readonly stats = { fetches: 0, blocksFetched: 0, readaheadFetches: 0 };
+
+  constructor(
+    private readonly fetch: FetchRange,
+    private readonly o: BlockReaderOptions,
+  ) {
+    this.cache = new BlockCache(o.cacheBytes);
+    this.readahead = new Readahead(o.blockSize, o.readaheadMaxBytes, o.size);
+    this.maxBlocksPerRequest = Math.max(1, Math.floor(o.maxRequestBytes / o.blockSize));
+  }
+
+  async read(buf: Buffer, offset: number): Promise<void> {
+    if (buf.length === 0) return;
+    const bs = this.o.blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + buf.length - 1) / bs);
+    const blocks = this.want(first, last);
+    const ahead = this.readahead.onRead(offset, buf.length);
+    if (ahead) {
+      this.stats.readaheadFetches++;
+      this.want(Math.floor(ahead.offset / bs), Math.floor((ahead.offset + ahead.length - 1) / bs)).forEach((p) => p.catch(ignore));
+    }
+    const end = offset + buf.length;
+    await Promise.all(
+      blocks.map(async (pending, i) => {
+        const block = await pending;
+        const blockStart = (first + i) * bs;
+        const from = Math.max(offset, blockStart);
+        const to = Math.min(end, blockStart + block.length);
+        block.copy(buf, from - offset, from - blockStart, to - blockStart);
+      }),
+    );
+  }
+
+  /** Drops every cached block (after the object was found to have changed). */
+  forget(): void {
+    this.cache.clear();
+  }
+
+  /** A promise of each block first..last: cached, being fetched, or fetched now (missing runs merged). */
+  private want(first: number, last: number): Array<Promise<Buffer>> {
+    const lastBlock = Math.ceil(this.o.size / this.o.blockSize) - 1;
+    const stop = Math.min(last, lastBlock);
+    const out: Array<Promise<Buffer>> = [];
+    let runStart = -1;
+    for (let i = first; i <= stop + 1; i++) {
+      const have = i <= stop ? this.known(i) : undefined;
+      const missing = i <= stop && !have;
+      if (missing && runStart < 0) runStart = i;
+      if (!missing && runStart >= 0) {
+        this.fetchRun(runStart, i - runStart);
+        for (let j = runStart; j < i; j++) out.push(this.inflight.get(j)!);
+        runStart = -1;
+      }
+      if (have) out.push(have);
+    }
+    return out;
+  }
+
+  private known(index: number): Promise<Buffer> | undefined {
+    const cached = this.cache.get(index);
+    if (cached) return Promise.resolve(cached);
+    return this.inflight.get(index);
+  }
+
+  /** Starts requests for `count` missing blocks from `start`, at most maxBlocksPerRequest each. */
+  private fetchRun(start: number, count: number): void {
+    for (let at = start; at < start + count; at += this.maxBlocksPerRequest) {
+      this.fetchBlocks(at, Math.min(this.maxBlocksPerRequest, start + count - at));
+    }
+  }
+
+  private fetchBlocks(start: number, count: number): void {
+    const bs = this.o.blockSize;
+    const offset = start * bs;
+    const length = Math.min(this.o.size, (start + count) * bs) - offset;
+    this.stats.fetches++;
+    this.stats.blocksFetched += count;
+    const whole = this.fetch(offset, length);
+    for (let k = 0; k < count; k++) {
+      const index = start + k;
+      // Each block is copied out of the request's buffer so that the cache frees memory block by block.
+      const block = whole.then((data) => Buffer.from(data.subarray(k * bs, Math.min(length, (k + 1) * bs))));
+      block.catch(ignore);
+      this.inflight.set(index, block);
+      block.then(
+        (data) => {
+          if (this.inflight.get(index) === block) this.inflight.delete(index);
+          this.cache.set(index, data);
+        },
+        () => {
+          if (this.inflight.get(index) === block) this.inflight.delete(index);
+        },
+      );
+    }
+  }
+}
