@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite drives as real NBD clients and reference servers.
-# `npm test` runs it with --if-missing: it does nothing when every tool is already there.
+# Installs the Debian packages the test suite drives: real NBD clients and reference servers,
+# the oracles of the foreign formats, and the origins of remote bases. `npm test` runs it with
+# --if-missing: it does nothing when every tool is already there.
 set -euo pipefail
 
-packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio)
-tools=(qemu-img qemu-io qemu-nbd nbdinfo nbdsh nbdcopy nbdkit fio)
+packages=(
+  qemu-utils libnbd-bin python3-libnbd nbdkit fio     # NBD clients, reference servers, load
+  7zip dmg2img xz-utils bzip2                          # DMG oracles (7zz, dmg2img), xz and bzip2 streams
+  nginx-light openssl                                  # http(s) origin, test certificates
+  swift swift-proxy swift-object swift-container swift-account   # S3 API origin (s3api middleware)
+  systemd                                              # systemd-notify, systemd-analyze (unit tests)
+)
+tools=(qemu-img qemu-io qemu-nbd nbdinfo nbdsh nbdcopy nbdkit fio 7zz dmg2img xz bzip2 nginx openssl
+  swift-proxy-server swift-object-server swift-container-server swift-account-server systemd-notify systemd-analyze)
 
 missing=()
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-# nbdsh is `python3 -m nbd`: it needs Debian's python3 with the libnbd bindings.
+# nbdsh is `python3 -m nbd`: it needs Debian's python3 with the libnbd bindings; the S3 tests
+# build Swift's rings with its Python modules.
 if ! /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1; then missing+=(python3-libnbd); fi
+if ! /usr/bin/python3 -c 'import swift.common.ring' >/dev/null 2>&1; then missing+=(python3-swift); fi
 
 if [[ "${1:-}" == "--if-missing" && ${#missing[@]} -eq 0 ]]; then
   exit 0
@@ -21,7 +31,7 @@ echo "install-test-deps: installing ${packages[*]} (missing: ${missing[*]:-none}
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
   if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
-    echo "install-test-deps: run as root: apt-get update && apt-get install -y ${packages[*]}" >&2
+    echo "install-test-deps: run as root: apt-get update && apt-get install -y --no-install-recommends ${packages[*]}" >&2
     exit 1
   fi
 fi
