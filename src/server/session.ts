@@ -83,6 +83,7 @@ export class Session implements ReplySink {
   private releaseAtEnd = false;
   /** The TCP or unix connection under any TLS layer: the kernel is asked about it. */
   private readonly transport: Socket;
+  private readonly traceRequests: boolean;
   private corked = false;
   private idleWaiters: Array<() => void> = [];
   private finished!: () => void;
@@ -98,6 +99,7 @@ export class Session implements ReplySink {
     private readonly input: InputMode = 'events',
   ) {
     this.transport = socket;
+    this.traceRequests = log.isLevelEnabled('trace');
     this.done = new Promise((resolve) => {
       this.finished = resolve;
     });
@@ -260,7 +262,8 @@ export class Session implements ReplySink {
     const weight = request.payload.length + (request.type === Command.READ ? Math.min(request.length, Limits.MAX_PAYLOAD) : 0);
     this.inFlight++;
     this.bytesInFlight += weight;
-    this.log.trace({ type: request.type, offset: request.offset, length: request.length, flags: request.flags }, 'request');
+    // Built only when someone reads it: an object per request is garbage the collector pays for.
+    if (this.traceRequests) this.log.trace({ type: request.type, offset: request.offset, length: request.length, flags: request.flags }, 'request');
     dispatch(request, conn, this)
       .catch((err: unknown) => {
         // dispatch answers every failure itself; reaching here is a bug, not a client error.

@@ -234,16 +234,21 @@ export class AsifImage implements Layer {
     return this.file.size();
   }
 
-  async map(offset: number, length: number): Promise<Run[]> {
+  /**
+   * With `maxRuns`, the walk stops once that many runs are complete: a client asking for one
+   * extent (REQ_ONE) makes the image look at the chunks of that extent only, never load the
+   * bitmaps of a whole disk of partly written chunks.
+   */
+  async map(offset: number, length: number, maxRuns?: number): Promise<Run[]> {
     const runs: Run[] = [];
-    for (const r of await this.fileMap(offset, length)) pushRun(runs, r.offset, r.length, r.state);
+    for (const r of await this.fileMap(offset, length, maxRuns)) pushRun(runs, r.offset, r.length, r.state);
     return runs;
   }
 
   /** Like `map`, with the file offset of every data run (runs split where the file is not contiguous). */
-  async fileMap(offset: number, length: number): Promise<MappedRun[]> {
+  async fileMap(offset: number, length: number, maxRuns?: number): Promise<MappedRun[]> {
     this.checkRange(offset, length);
-    return this.tracked(() => this.resolve(offset, length));
+    return this.tracked(async () => this.resolve(offset, length, maxRuns));
   }
 
   async read(buf: Buffer, offset: number): Promise<void> {
@@ -255,12 +260,16 @@ export class AsifImage implements Layer {
     this.checkWritable();
     this.checkRange(offset, buf.length);
     if (buf.length > 0) {
-      await this.tracked(async () => {
-        await this.beforeChange();
+      // The common case costs no more than the file write: no closures, no extra awaits.
+      const id = this.allocator.beginRequest();
+      try {
+        if (!this.rotated && this.layerType !== 'cache') await this.beforeChange();
         await this.writeBytes(buf, offset);
-      });
+      } finally {
+        this.allocator.endRequest(id);
+      }
     }
-    await this.afterChange(options);
+    if (options?.fua || this.store.bitmaps.pinnedCount > this.dirtyLimit) await this.afterChange(options);
     if (this.clock) await this.keepWithinLimit();
   }
 
@@ -272,8 +281,17 @@ export class AsifImage implements Layer {
    */
   async readRuns(buf: Buffer, offset: number): Promise<Run[]> {
     this.checkRange(offset, buf.length);
-    return this.tracked(async () => {
-      const mapped = await this.resolve(offset, buf.length);
+    const id = this.allocator.beginRequest();
+    try {
+      const resolved = this.resolve(offset, buf.length);
+      const mapped = Array.isArray(resolved) ? resolved : await resolved;
+      if (mapped.length === 1) {
+        // One run (most small reads): no list of reads to gather.
+        const r = mapped[0];
+        if (r.fileOffset !== null) await this.file.read(buf, r.fileOffset);
+        else if (r.state === 'zero') buf.fill(0);
+        return [{ offset: r.offset, length: r.length, state: r.state }];
+      }
       const reads: Promise<void>[] = [];
       const runs: Run[] = [];
       for (const r of mapped) {
@@ -284,7 +302,9 @@ export class AsifImage implements Layer {
       }
       await Promise.all(reads);
       return runs;
-    });
+    } finally {
+      this.allocator.endRequest(id);
+    }
   }
 
   /** The most bytes of data this cache layer keeps; null when unbounded (or not a cache). */
@@ -473,20 +493,56 @@ export class AsifImage implements Layer {
     await Promise.all(reads);
   }
 
-  /** This layer's runs over [offset, offset + length), merged where state and file position continue. */
-  private async resolve(offset: number, length: number): Promise<MappedRun[]> {
+  /**
+   * This layer's runs over [offset, offset + length), merged where state and file position
+   * continue. With `maxRuns`, it stops once more than that many runs of distinct states have
+   * begun and returns the complete ones: a prefix of the range. Synchronous (no promise at all)
+   * unless a partly written chunk's bitmap slice must be read from disk.
+   */
+  private resolve(offset: number, length: number, maxRuns = Infinity): MappedRun[] | Promise<MappedRun[]> {
+    const walk: MapWalk = { runs: [], pos: offset, end: offset + length, maxRuns, states: { counted: 0, distinct: 0, last: '' } };
+    const need = this.walkMap(walk);
+    return need ? this.finishWalk(walk, need) : walk.runs;
+  }
+
+  /** Loads each missing bitmap slice the walk stopped at, and walks on. */
+  private async finishWalk(walk: MapWalk, first: SliceNeeded): Promise<MappedRun[]> {
+    for (let need: SliceNeeded | null = first; need; need = this.walkMap(walk)) {
+      const { logical, chunk, length, filePos } = need;
+      const pos = walk.pos;
+      // The chunk may change while its bitmap is read: then the walk looks at the map again.
+      const pushed = await this.store.withSlice(logical, chunk, false, (slice) => {
+        this.pushSectors(walk.runs, pos, length, filePos, slice);
+        return true;
+      });
+      if (pushed) walk.pos += length;
+    }
+    return walk.runs;
+  }
+
+  /**
+   * Walks the map from `walk.pos` as far as memory allows; returns the piece whose bitmap
+   * slice must be read first, or null when the walk is done (`walk.runs` then holds the answer).
+   */
+  private walkMap(walk: MapWalk): SliceNeeded | null {
     const C = this.chunkSize;
-    const runs: MappedRun[] = [];
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
+    const { runs, end } = walk;
+    while (walk.pos < end) {
+      if (walk.maxRuns < Infinity) {
+        const cut = stateBoundary(runs, walk.states, walk.maxRuns);
+        if (cut >= 0) {
+          runs.length = cut;
+          return null;
+        }
+      }
+      const pos = walk.pos;
       const l = Math.floor(pos / C);
       if (!this.store.hasTable(l)) {
         // No table: every chunk up to the table's end is 00.
         const tableEnd = Math.ceil((l + 1) / this.store.geo.chunksPerTable) * this.store.geo.tableSpan;
         const n = Math.min(tableEnd, end) - pos;
         pushMapped(runs, pos, n, 'absent', null);
-        pos += n;
+        walk.pos += n;
         continue;
       }
       const within = pos - l * C;
@@ -495,13 +551,9 @@ export class AsifImage implements Layer {
       if (status === ChunkStatus.partial) {
         const chunk = this.store.chunk(l);
         this.clock?.touch(chunk);
-        const push = (slice: Uint8Array): boolean => {
-          this.pushSectors(runs, pos, n, chunk * C + within, slice);
-          return true;
-        };
         const cached = this.store.bitmaps.view(l);
-        // The chunk may change while its bitmap is read: then look at the map again.
-        if (!(cached ? push(cached) : await this.store.withSlice(l, chunk, false, push))) continue;
+        if (!cached) return { logical: l, chunk, length: n, filePos: chunk * C + within };
+        this.pushSectors(runs, pos, n, chunk * C + within, cached);
       } else if (status === ChunkStatus.full) {
         const chunk = this.store.chunk(l);
         this.clock?.touch(chunk);
@@ -509,9 +561,9 @@ export class AsifImage implements Layer {
       } else {
         pushMapped(runs, pos, n, status === ChunkStatus.discarded ? 'zero' : 'absent', null);
       }
-      pos += n;
+      walk.pos += n;
     }
-    return runs;
+    return null;
   }
 
   /** Runs of a status-11 chunk piece starting at device byte `pos`, file byte `filePos`. */
@@ -568,17 +620,20 @@ export class AsifImage implements Layer {
   }
 
   /** Writes a sector-aligned range, chunk by chunk, concurrently. */
-  private async writeSectors(buf: Buffer, offset: number): Promise<void> {
+  private writeSectors(buf: Buffer, offset: number): Promise<void> {
     const C = this.chunkSize;
+    const l = Math.floor(offset / C);
+    // Inside one chunk (every small write): no list of jobs to settle.
+    if (offset + buf.length <= (l + 1) * C) return this.writePiece(l, offset - l * C, buf);
     const jobs: Promise<void>[] = [];
     for (let pos = offset; pos < offset + buf.length; ) {
-      const l = Math.floor(pos / C);
-      const within = pos - l * C;
+      const k = Math.floor(pos / C);
+      const within = pos - k * C;
       const n = Math.min(C - within, offset + buf.length - pos);
-      jobs.push(this.writePiece(l, within, buf.subarray(pos - offset, pos - offset + n)));
+      jobs.push(this.writePiece(k, within, buf.subarray(pos - offset, pos - offset + n)));
       pos += n;
     }
-    await settleAll(jobs);
+    return settleAll(jobs);
   }
 
   /** Writes whole sectors inside logical chunk L, allocating the chunk when it has none. */
@@ -773,6 +828,37 @@ export class AsifImage implements Layer {
     if (this.readOnly) throw new RequestError('EPERM', `${this.path}: the image is open read-only`);
     this.store.checkHealthy();
   }
+}
+
+/** Where a map walk stands (resolve): the runs so far, the next byte, the run limit. */
+interface MapWalk {
+  runs: MappedRun[];
+  pos: number;
+  readonly end: number;
+  readonly maxRuns: number;
+  readonly states: { counted: number; distinct: number; last: string };
+}
+
+/** A piece of a partly written chunk whose bitmap slice is not in memory. */
+interface SliceNeeded {
+  readonly logical: number;
+  readonly chunk: number;
+  readonly length: number;
+  readonly filePos: number;
+}
+
+/**
+ * Counts the runs of distinct states among `runs` (from where the last call stopped); the
+ * index where the run of state number `max + 1` begins once there is one, else -1.
+ */
+function stateBoundary(runs: readonly MappedRun[], seen: { counted: number; distinct: number; last: string }, max: number): number {
+  for (; seen.counted < runs.length; seen.counted++) {
+    const state = runs[seen.counted].state;
+    if (state === seen.last) continue;
+    seen.last = state;
+    if (++seen.distinct > max) return seen.counted;
+  }
+  return -1;
 }
 
 function pushMapped(runs: MappedRun[], offset: number, length: number, state: RunState, fileOffset: number | null): void {
