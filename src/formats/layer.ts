@@ -3,9 +3,8 @@
  * allocation. A format never reads another layer; the stack (src/stack/) composes them.
  *
  * Offsets and lengths are bytes. Callers keep requests inside `size`. `write`, `zero` and
- * `discard` may be given ranges that are not whole blocks; a format then handles the partial
- * blocks itself as if nothing lay below it (the stack, which knows better, always hands a
- * layer whole blocks when something lies below).
+ * `discard` take ranges in whole units of the layer's `requestAlignment`; the stack pads
+ * every other request (src/stack/stack.ts), so formats never read-modify-write.
  */
 import type { Run } from '../block/runs.js';
 
@@ -52,6 +51,12 @@ export interface Layer {
   readonly format: LayerFormat;
   /** Sector size: 512 or 4096 for ASIF, 512 for RAW. */
   readonly blockSize: number;
+  /**
+   * The unit `write`, `zero` and `discard` take ranges in (QEMU's request_alignment); the
+   * stack pads to it (read-modify-write through the layers below) and nothing else does.
+   * Absent: `blockSize`. A RAW file takes any byte range: 1.
+   */
+  readonly requestAlignment?: number;
   /** Virtual size in bytes: block count × block size. */
   readonly size: number;
   readonly readOnly: boolean;

@@ -60,6 +60,8 @@ export async function createRaw(path: string, size: number, options: { overwrite
 export class RawImage implements Layer {
   readonly format = 'raw' as const;
   readonly blockSize = RAW_BLOCK_SIZE;
+  /** A file takes writes of any byte range: nothing to pad. */
+  readonly requestAlignment = 1;
   readonly layerUUID = null;
   readonly parentUUID = null;
   readonly layerType = null;

@@ -12,10 +12,6 @@ import { MetaContext, TransmissionFlag } from '../nbd/constants.js';
 import type { DepthRun, Stack } from '../stack/stack.js';
 import { ExportStats } from './export-stats.js';
 
-/** Overlapping-write ordering works on ranges rounded out to this, so that two writes into the
- * same sector (which a layer completes by read-modify-write) never interleave. */
-const LOCK_GRANULE = 4096;
-
 export interface ExportOptions {
   name: string;
   description?: string;
@@ -98,8 +94,11 @@ export class Export {
   }
 
   private lock(offset: number, length: number): Promise<Release> {
-    const start = Math.floor(offset / LOCK_GRANULE) * LOCK_GRANULE;
-    const end = Math.ceil((offset + length) / LOCK_GRANULE) * LOCK_GRANULE;
+    // Rounded out to the unit the stack pads writes to, so that two read-modify-writes of one
+    // unit never interleave.
+    const unit = this.stack.writeAlignment;
+    const start = Math.floor(offset / unit) * unit;
+    const end = Math.ceil((offset + length) / unit) * unit;
     return this.locks.acquire(start, end - start);
   }
 

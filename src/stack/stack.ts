@@ -9,14 +9,16 @@
  *   cache, in the background (the reply does not wait for it); zeros below are not copied.
  *   Only layers below the cache are read for a fill, and those never change, so a fill can
  *   never store data that a newer write above has replaced.
- * - Writes, zeroes and trims go to the top layer only. When layers lie below, the top is given
- *   whole sectors: a write that does not cover whole sectors reads the rest of its first and
- *   last sector through the stack first; whole-sector writes never read below.
+ * - Writes, zeroes and trims go to the top layer only, in whole units of its request alignment
+ *   (an ASIF layer's sector; a RAW file takes any byte): a write that does not cover whole
+ *   units reads the rest of its first and last unit through the stack first (this is the one
+ *   place that pads); aligned writes never read below; trims keep only their whole units.
  * - The top layer sets the size. A cache layer is never the top of a writable stack.
  */
 import { RequestError } from '../block/errors.js';
 import { pushRun, type Run } from '../block/runs.js';
 import type { Layer, WriteOptions, ZeroOptions } from '../formats/layer.js';
+import { padTrim, padWrite, padZero, type PaddingTarget } from './padding.js';
 
 /** A run of the merged map, with the depth of the layer that supplies it (1 = top, 0 = none). */
 export interface DepthRun extends Run {
@@ -197,73 +199,45 @@ export class Stack {
     if (this.readOnly) throw new RequestError('EPERM', 'the export is read-only');
   }
 
-  /** True when the top layer must be handed whole sectors (something lies below it). */
-  private needsWholeSectors(): boolean {
-    return this.layers.length > 1;
-  }
-
-  async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
-    this.assertWritable();
-    const bs = this.top.blockSize;
-    if (!this.needsWholeSectors() || (offset % bs === 0 && buf.length % bs === 0)) {
-      return this.top.write(buf, offset, options);
-    }
-    const wide = await this.widenToSectors(offset, buf.length);
-    buf.copy(wide.buf, offset - wide.start);
-    return this.top.write(wide.buf, wide.start, options);
-  }
-
   /**
-   * A buffer covering the whole sectors around [offset, offset + length), with the first and
-   * last sector already read through the stack (the middle is left for the caller to fill).
+   * The unit the top layer is written in (its request alignment, as QEMU's): writes and zeroes
+   * are padded to it here, by reading the rest of their first and last unit through the stack,
+   * and nowhere else. The export orders overlapping writes on ranges rounded out to it, so two
+   * read-modify-writes of one unit never interleave.
    */
-  private async widenToSectors(offset: number, length: number): Promise<{ start: number; buf: Buffer }> {
-    const bs = this.top.blockSize;
-    const start = Math.floor(offset / bs) * bs;
-    const end = Math.ceil((offset + length) / bs) * bs;
-    const buf = Buffer.allocUnsafe(end - start);
-    const headPartial = start < offset;
-    const tailPartial = end > offset + length;
-    const reads: Promise<Run[]>[] = [];
-    if (headPartial) reads.push(this.read(buf.subarray(0, bs), start));
-    // The last sector, unless it is the first one and was just read.
-    if (tailPartial && !(headPartial && end - bs === start)) {
-      reads.push(this.read(buf.subarray(buf.length - bs), end - bs));
-    }
-    await Promise.all(reads);
-    return { start, buf };
+  get writeAlignment(): number {
+    return this.top.requestAlignment ?? this.top.blockSize;
+  }
+
+  /** The top layer as padding sees it: reads go through the whole stack. */
+  private paddingTarget(): PaddingTarget {
+    const top = this.top;
+    return {
+      unit: this.writeAlignment,
+      read: (buf, offset) => this.read(buf, offset),
+      write: (buf, offset, options) => top.write(buf, offset, options),
+      zero: (offset, length, options) => top.zero(offset, length, options),
+      discard: (offset, length, options) => top.discard(offset, length, options),
+    };
+  }
+
+  write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
+    if (this.readOnly) return Promise.reject(new RequestError('EPERM', 'the export is read-only'));
+    const u = this.writeAlignment;
+    // Aligned (most writes): straight to the top, no padding target built.
+    if (u <= 1 || (offset % u === 0 && buf.length % u === 0)) return this.top.write(buf, offset, options);
+    return padWrite(this.paddingTarget(), buf, offset, options);
   }
 
   async writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
     this.assertWritable();
-    if (length === 0) return;
-    if (!this.needsWholeSectors()) return this.top.zero(offset, length, options);
-    const bs = this.top.blockSize;
-    const innerStart = Math.ceil(offset / bs) * bs;
-    const innerEnd = Math.floor((offset + length) / bs) * bs;
-    const aligned = innerStart === offset && innerEnd === offset + length;
-    if (options.fast && !aligned) {
-      throw new RequestError('ENOTSUP', 'zeroing part of a sector needs a read-modify-write');
-    }
-    if (innerEnd > innerStart) await this.top.zero(innerStart, innerEnd - innerStart, options);
-    const fua = options.fua ? { fua: true } : undefined;
-    if (innerEnd <= innerStart) {
-      // Entirely inside one sector (or two partial ones): one read-modify-write.
-      await this.write(Buffer.alloc(length), offset, fua);
-      return;
-    }
-    if (offset < innerStart) await this.write(Buffer.alloc(innerStart - offset), offset, fua);
-    if (offset + length > innerEnd) await this.write(Buffer.alloc(offset + length - innerEnd), innerEnd, fua);
+    return padZero(this.paddingTarget(), offset, length, options);
   }
 
-  /** A hint: whole sectors inside the range may be released; partial sectors are left alone. */
+  /** A hint: whole units inside the range may be released; partial ones are left alone. */
   async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
     this.assertWritable();
-    if (!this.needsWholeSectors()) return this.top.discard(offset, length, options);
-    const bs = this.top.blockSize;
-    const start = Math.ceil(offset / bs) * bs;
-    const end = Math.floor((offset + length) / bs) * bs;
-    if (end > start) await this.top.discard(start, end - start, options);
+    return padTrim(this.paddingTarget(), offset, length, options);
   }
 
   /** True when the cache layer took fills that no flush has made durable yet. */

@@ -163,17 +163,18 @@ export const asifKind: ExportKind = {
     const file = path.join(dir, `${baseName}.asif`);
     await createAsif(file, { blockCount: layout.size / SECTOR });
     const model = LayerModel.standalone(layout.size);
-    const image = await openImage(file, { readOnly: false });
+    // Through a stack of the one image, which pads the layout's unaligned regions to sectors.
+    const image = await DiskImage.open(file, { mode: 'readWrite' });
     try {
       for (const region of layout.regions) {
-        await writeAll((buf, at) => image.write(buf, at), region);
+        await writeAll((buf, at) => image.stack.write(buf, at), region);
         model.write(region.offset, region.length);
       }
       const free = freeChunk(layout);
       if (free !== null) {
-        await image.write(junk(layout.regions.length, CHUNK), free);
+        await image.stack.write(junk(layout.regions.length, CHUNK), free);
         model.write(free, CHUNK);
-        await image.zero(free, CHUNK);
+        await image.stack.writeZeroes(free, CHUNK);
         model.zero(free, CHUNK, false);
       }
     } finally {

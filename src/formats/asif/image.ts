@@ -34,7 +34,6 @@ import { headerGuid, headerParentUUID, uuidToBytes, withGuid, withParentUUID, wi
 import { ChunkClock } from './chunk-clock.js';
 import { ChunkStatus, maxBlockCount } from './layout.js';
 import type { LoadedMap } from './load.js';
-import { KeyedLock } from './locks.js';
 import { MapStore } from './map-store.js';
 import { decodeMetadata, encodeMetadata, type AsifMetadata } from './metadata.js';
 import { throwingSink } from './problems.js';
@@ -99,7 +98,6 @@ export class AsifImage implements Layer {
   private readonly cacheLimitBytes: number | null;
   private evicting: Promise<void> | null = null;
   private readonly provisional = new Map<number, Provisional>();
-  private readonly sectorLocks = new KeyedLock();
   private readonly maxBlocks: number;
   private readonly metadataChunk: number;
   private readonly dirtyLimit: number;
@@ -159,6 +157,11 @@ export class AsifImage implements Layer {
 
   get blockCount(): number {
     return this.sectorCount;
+  }
+
+  /** Writes and zeroes come in whole sectors; the stack pads the others. */
+  get requestAlignment(): number {
+    return this.blockSize;
   }
 
   get layerUUID(): string {
@@ -259,12 +262,13 @@ export class AsifImage implements Layer {
   async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
     this.checkRange(offset, buf.length);
+    this.checkAligned(offset, buf.length);
     if (buf.length > 0) {
       // The common case costs no more than the file write: no closures, no extra awaits.
       const id = this.allocator.beginRequest();
       try {
         if (!this.rotated && this.layerType !== 'cache') await this.beforeChange();
-        await this.writeBytes(buf, offset);
+        await this.writeSectors(buf, offset);
       } finally {
         this.allocator.endRequest(id);
       }
@@ -375,6 +379,7 @@ export class AsifImage implements Layer {
   async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
     this.checkWritable();
     this.checkRange(offset, length);
+    this.checkAligned(offset, length);
     const noHole = options?.noHole ?? false;
     if (options?.fast) {
       let writes = false;
@@ -582,43 +587,6 @@ export class AsifImage implements Layer {
 
   // ---- writing ---------------------------------------------------------------------------
 
-  /** Writes any byte range: partial sectors are read, patched and written back under a lock. */
-  private async writeBytes(buf: Buffer, offset: number): Promise<void> {
-    const bs = this.blockSize;
-    const end = offset + buf.length;
-    if (buf.length === 0) return;
-    if (offset % bs === 0 && end % bs === 0) return this.writeSectors(buf, offset);
-    const first = Math.floor(offset / bs);
-    const last = Math.floor((end - 1) / bs);
-    if (first === last) return this.patchSector(first, buf, offset);
-    const jobs: Promise<void>[] = [];
-    let midStart = offset;
-    let midEnd = end;
-    if (offset % bs !== 0) {
-      midStart = (first + 1) * bs;
-      jobs.push(this.patchSector(first, buf.subarray(0, midStart - offset), offset));
-    }
-    if (end % bs !== 0) {
-      midEnd = last * bs;
-      jobs.push(this.patchSector(last, buf.subarray(midEnd - offset), midEnd));
-    }
-    if (midEnd > midStart) jobs.push(this.writeSectors(buf.subarray(midStart - offset, midEnd - offset), midStart));
-    await settleAll(jobs);
-  }
-
-  private async patchSector(sector: number, bytes: Buffer, offset: number): Promise<void> {
-    const bs = this.blockSize;
-    const release = await this.sectorLocks.acquire(sector);
-    try {
-      const whole = Buffer.alloc(bs);
-      await this.readInto(whole, sector * bs);
-      whole.set(bytes, offset - sector * bs);
-      await this.writeSectors(whole, sector * bs);
-    } finally {
-      release();
-    }
-  }
-
   /** Writes a sector-aligned range, chunk by chunk, concurrently. */
   private writeSectors(buf: Buffer, offset: number): Promise<void> {
     const C = this.chunkSize;
@@ -747,7 +715,7 @@ export class AsifImage implements Layer {
       else pending.push([l * C + within, n]);
     });
     for (const [at, n] of pending) {
-      const job: Promise<void> = this.writeBytes(this.zeros().subarray(0, n), at)
+      const job: Promise<void> = this.writeSectors(this.zeros().subarray(0, n), at)
         .catch((err: unknown) => {
           errors.push(err);
         })
@@ -820,6 +788,14 @@ export class AsifImage implements Layer {
     if (this.closed) throw new RequestError('ESHUTDOWN', `${this.path}: the image is closed`);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new RequestError('EINVAL', `${this.path}: range ${offset}+${length} lies outside the image (${this.size} bytes)`);
+    }
+  }
+
+  /** Writes and zeroes come in whole sectors: the stack pads the others (Layer.requestAlignment). */
+  private checkAligned(offset: number, length: number): void {
+    const bs = this.blockSize;
+    if (offset % bs !== 0 || length % bs !== 0) {
+      throw new RequestError('EINVAL', `${this.path}: ${offset}+${length} is not whole ${bs}-byte sectors (the stack pads writes to them)`);
     }
   }
 

@@ -19,6 +19,7 @@ import { patternBytes } from '../helpers/disk-model.js';
 import { MemFile, seededRandom } from '../helpers/mem-file.js';
 import { RecordingFile } from '../helpers/recording-file.js';
 import { useTmpDir } from '../helpers/tmp-dir.js';
+import { PaddedImage } from '../helpers/padded.js';
 
 const tmp = useTmpDir('image');
 const KiB = 1024;
@@ -211,7 +212,7 @@ describe('map states', () => {
     const { image } = await memImage({ layerType: 'overlay' });
     await image.zero(0, C);
     const data = patternBytes(700, 3);
-    await image.write(data, 1000);
+    await new PaddedImage(image).write(data, 1000);
     expect(await image.map(0, C)).toEqual([{ offset: 0, length: C, state: 'data' }]);
     const back = await readBack(image, 0, C);
     expect(back.subarray(1000, 1700).equals(data)).toBe(true);
@@ -232,9 +233,18 @@ describe('map states', () => {
     expect(back.equals(patternBytes(3 * C, 4).subarray(100, 3 * C - 100))).toBe(true);
   });
 
-  it('an unaligned write patches its sectors as if nothing lay below', async () => {
+  it('takes writes and zeroes of whole sectors only: the stack pads the others', async () => {
     const { image } = await memImage({ layerType: 'overlay' });
-    await image.write(Buffer.from([1, 2, 3]), 1000);
+    await expect(image.write(Buffer.from([1, 2, 3]), 1000)).rejects.toMatchObject({ errno: 'EINVAL' });
+    await expect(image.write(Buffer.alloc(512), 100)).rejects.toMatchObject({ errno: 'EINVAL' });
+    await expect(image.zero(512, 100)).rejects.toMatchObject({ errno: 'EINVAL' });
+    expect(image.requestAlignment).toBe(512);
+    expect(image.allocatedBytes()).toBe(0);
+  });
+
+  it('an unaligned write, padded, fills its sectors as if nothing lay below', async () => {
+    const { image } = await memImage({ layerType: 'overlay' });
+    await new PaddedImage(image).write(Buffer.from([1, 2, 3]), 1000);
     const back = await readBack(image, 512, 1024);
     expect([...back.subarray(488, 491)]).toEqual([1, 2, 3]);
     expect(back.subarray(0, 488).every((b) => b === 0)).toBe(true);
@@ -413,7 +423,8 @@ describe('concurrency', () => {
     for (const layerType of [null, 'overlay'] as const) {
       const { image, file } = await memImage({ layerType, random: seededRandom(5) });
       const pieces = Array.from({ length: 16 }, (_, i) => ({ off: 5 * C + i * 2048 + (i % 3) * 100, data: patternBytes(1500, i) }));
-      await Promise.all(pieces.map((p) => image.write(p.data, p.off)));
+      const io = new PaddedImage(image);
+      await Promise.all(pieces.map((p) => io.write(p.data, p.off)));
       expect(image.allocatedBytes()).toBe(C);
       const chunks = new Set((await image.fileMap(5 * C, C)).filter((r) => r.fileOffset !== null).map((r) => Math.floor((r.fileOffset as number) / C)));
       expect(chunks.size).toBe(1);
@@ -473,9 +484,10 @@ describe('concurrency', () => {
     await createAsifFile(file, { blockCount: 64 * 64, chunkSize: C, maxSectorCount: 2 ** 22 });
     const rec = new RecordingFile(file);
     const image = await openAsifFile(rec);
+    const io = new PaddedImage(image);
     const jobs: Array<Promise<void>> = [];
     for (let i = 0; i < 40; i++) {
-      jobs.push(image.write(patternBytes(700, i), i * 1536 + (i % 5) * C));
+      jobs.push(io.write(patternBytes(700, i), i * 1536 + (i % 5) * C));
       if (i % 7 === 0) jobs.push(image.flush());
     }
     await Promise.all(jobs);
@@ -522,7 +534,7 @@ describe('flush failures', () => {
       [3 * C, patternBytes(C, 2)],
       [20 * C + 4096, patternBytes(4096, 3)],
     ];
-    for (const [at, data] of writes) await image.write(data, at);
+    for (const [at, data] of writes) await new PaddedImage(image).write(data, at);
     return { file, image, writes };
   }
 

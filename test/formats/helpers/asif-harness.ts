@@ -10,6 +10,7 @@ import { checkAsif, checkAsifFile, createAsif, createAsifFile, openAsif, openAsi
 import type { LayerType } from '../../../src/formats/layer.js';
 import { DiskModel, patternBytes } from './disk-model.js';
 import { MemFile, seededRandom } from './mem-file.js';
+import { PaddedImage } from './padded.js';
 
 export interface HarnessConfig {
   readonly name: string;
@@ -59,12 +60,23 @@ export interface CaseOptions {
 type IoOp = Extract<Op, { len: Len }>;
 
 export class AsifHarness {
-  image!: AsifImage;
+  private current!: AsifImage;
+  /** Writes of any byte range, padded and ordered as the server does (padded.ts). */
+  private io!: PaddedImage;
   readonly model: DiskModel;
   private readonly mem: MemFile | null;
   private readonly path: string;
   readonly windows: Array<[number, number]>;
   private readonly chunkSize: number;
+
+  get image(): AsifImage {
+    return this.current;
+  }
+
+  set image(image: AsifImage) {
+    this.current = image;
+    this.io = new PaddedImage(image);
+  }
 
   private constructor(
     readonly config: HarnessConfig,
@@ -179,7 +191,7 @@ export class AsifHarness {
           jobs.push({ off, data: p.zero ? Buffer.alloc(length) : patternBytes(length, p.seed), zero: p.zero });
           off += length;
         }
-        await Promise.all(jobs.map((j) => (j.zero ? this.image.zero(j.off, j.data.length) : this.image.write(j.data, j.off))));
+        await Promise.all(jobs.map((j) => (j.zero ? this.io.zero(j.off, j.data.length) : this.io.write(j.data, j.off))));
         for (const j of jobs) this.model.write(j.off, j.data);
         return;
       }
@@ -195,18 +207,18 @@ export class AsifHarness {
   private async engineIo(op: IoOp, [off, len]: [number, number]): Promise<Buffer | boolean> {
     switch (op.kind) {
       case 'write':
-        await this.image.write(patternBytes(len, op.seed), off, { fua: op.fua });
+        await this.io.write(patternBytes(len, op.seed), off, { fua: op.fua });
         return true;
       case 'zero':
         try {
-          await this.image.zero(off, len, { noHole: op.noHole, fast: op.fast, fua: op.fua });
+          await this.io.zero(off, len, { noHole: op.noHole, fast: op.fast, fua: op.fua });
           return true;
         } catch (err) {
           if (op.fast && err instanceof RequestError && err.errno === 'ENOTSUP') return false;
           throw err;
         }
       case 'discard':
-        await this.image.discard(off, len, { fua: op.fua });
+        await this.io.discard(off, len, { fua: op.fua });
         return true;
       case 'read': {
         const buf = Buffer.alloc(len, 0x5a);

@@ -16,6 +16,7 @@ import { DiskModel, type SectorMap } from './disk-model.js';
 import { MemFile, seededRandom } from './mem-file.js';
 import { RecordingFile, replay, type Recorded } from './recording-file.js';
 import { withTimeLimit } from './time-limit.js';
+import { PaddedImage } from './padded.js';
 
 const ZERO_UNIT = Buffer.alloc(512);
 
@@ -82,7 +83,7 @@ export class CrashDriver {
 
   write(offset: number, data: Buffer, fua = false): Promise<void> {
     return this.step(fua, async (image, model) => {
-      await image.write(data, offset, { fua });
+      await new PaddedImage(image).write(data, offset, { fua });
       model.write(offset, data);
     });
   }
@@ -90,7 +91,7 @@ export class CrashDriver {
   zero(offset: number, length: number, options: { noHole?: boolean; fast?: boolean } = {}): Promise<void> {
     return this.step(false, async (image, model) => {
       try {
-        await image.zero(offset, length, options);
+        await new PaddedImage(image).zero(offset, length, options);
         model.zero(offset, length);
       } catch (err) {
         if (!(options.fast && err instanceof RequestError)) throw err;
@@ -108,7 +109,8 @@ export class CrashDriver {
   /** Concurrent writes; they must not share a sector (see the crash test). */
   batch(jobs: Array<[number, Buffer]>): Promise<void> {
     return this.step(false, async (image, model) => {
-      await Promise.all(jobs.map(([o, d]) => image.write(d, o)));
+      const io = new PaddedImage(image);
+      await Promise.all(jobs.map(([o, d]) => io.write(d, o)));
       for (const [o, d] of jobs) model.write(o, d);
     });
   }
@@ -125,7 +127,8 @@ export class CrashDriver {
   async flushRacing(jobs: Array<[number, Buffer | number]>): Promise<void> {
     const before = this.snaps.length - 1;
     await this.step(false, async (image, model) => {
-      const run = ([o, d]: [number, Buffer | number]): Promise<void> => (typeof d === 'number' ? image.discard(o, d) : image.write(d, o));
+      const io = new PaddedImage(image);
+      const run = ([o, d]: [number, Buffer | number]): Promise<void> => (typeof d === 'number' ? io.discard(o, d) : io.write(d, o));
       await Promise.all([image.flush(), ...jobs.map(run)]);
       for (const [o, d] of jobs) {
         if (typeof d === 'number') model.discard(o, d);
