@@ -32,11 +32,23 @@ export function requestHeaderSize(extended: boolean): number {
   return extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
 }
 
+/** A request as the server handles it: the header, and the WRITE payload that follows it. */
+export interface DecodedRequest extends RequestHeader {
+  /** WRITE data (empty for every other command until the reader sets it). */
+  payload: Buffer;
+  /** The payload was copied into a buffer from an allocator (the caller may recycle it). */
+  payloadCopied: boolean;
+}
+
+const NO_PAYLOAD = Buffer.alloc(0);
+
 /**
  * Decodes a request header at `pos`. Returns null if the magic is wrong for the mode, which
- * the caller must treat as a fatal protocol error (the stream cannot be resynchronised).
+ * the caller must treat as a fatal protocol error (the stream cannot be resynchronised). The
+ * object has its payload fields already (empty), so that the request reader fills them in
+ * without changing the object's shape: one object per request, one hidden class.
  */
-export function decodeRequestHeader(buf: Buffer, pos: number, extended: boolean): RequestHeader | null {
+export function decodeRequestHeader(buf: Buffer, pos: number, extended: boolean): DecodedRequest | null {
   const magic = buf.readUInt32BE(pos);
   if (magic !== (extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST)) return null;
   return {
@@ -45,6 +57,8 @@ export function decodeRequestHeader(buf: Buffer, pos: number, extended: boolean)
     cookie: buf.readBigUInt64BE(pos + 8),
     offset: readU64(buf, pos + 16),
     length: extended ? readU64(buf, pos + 24) : buf.readUInt32BE(pos + 24),
+    payload: NO_PAYLOAD,
+    payloadCopied: false,
   };
 }
 

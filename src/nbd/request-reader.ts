@@ -11,13 +11,9 @@
  */
 import { ByteQueue } from './byte-queue.js';
 import { Command, CommandFlag, Limits } from './constants.js';
-import { decodeRequestHeader, requestHeaderSize, type RequestHeader } from './codec.js';
+import { decodeRequestHeader, requestHeaderSize, type DecodedRequest } from './codec.js';
 
-export interface ParsedRequest extends RequestHeader {
-  payload: Buffer;
-  /** The payload was copied into a buffer from the allocator (the caller may recycle it). */
-  payloadCopied: boolean;
-}
+export type ParsedRequest = DecodedRequest;
 
 /** The stream cannot be read on: the connection must be closed. */
 export class RequestStreamError extends Error {
@@ -26,9 +22,16 @@ export class RequestStreamError extends Error {
 
 const EMPTY = Buffer.alloc(0);
 
+/** The decoded header becomes the request (one object per request, not two). */
+function withPayload(request: DecodedRequest, payload: Buffer, payloadCopied: boolean): ParsedRequest {
+  request.payload = payload;
+  request.payloadCopied = payloadCopied;
+  return request;
+}
+
 export class RequestReader {
   private readonly queue = new ByteQueue();
-  private header: RequestHeader | null = null;
+  private header: DecodedRequest | null = null;
   private readonly headerSize: number;
   /** Requests parsed from transient input, oldest first. */
   private readonly ready: ParsedRequest[] = [];
@@ -67,7 +70,7 @@ export class RequestReader {
     let pos = 0;
     while (pos < chunk.length) {
       if (!this.header) {
-        let header: RequestHeader | null;
+        let header: DecodedRequest | null;
         if (this.carryFill === 0 && chunk.length - pos >= this.headerSize) {
           header = decodeRequestHeader(chunk, pos, this.extended);
           pos += this.headerSize;
@@ -83,7 +86,7 @@ export class RequestReader {
         if (!header) throw new RequestStreamError('bad request magic');
         const length = this.checkedPayloadLength(header);
         if (length === 0) {
-          this.ready.push({ ...header, payload: EMPTY, payloadCopied: false });
+          this.ready.push(withPayload(header, EMPTY, false));
           continue;
         }
         this.header = header;
@@ -96,7 +99,7 @@ export class RequestReader {
       this.payloadFill += n;
       pos += n;
       if (this.payloadFill === payload.length) {
-        this.ready.push({ ...this.header, payload, payloadCopied: true });
+        this.ready.push(withPayload(this.header!, payload, true));
         this.header = null;
         this.payload = null;
         this.payloadFill = 0;
@@ -118,17 +121,17 @@ export class RequestReader {
     const payloadLength = this.checkedPayloadLength(header);
     if (this.queue.length < payloadLength) return null;
     this.header = null;
-    if (payloadLength === 0) return { ...header, payload: EMPTY, payloadCopied: false };
+    if (payloadLength === 0) return withPayload(header, EMPTY, false);
     let copied = false;
     const payload = this.queue.take(payloadLength, (size) => {
       copied = true;
       return this.allocate(size);
     });
-    return { ...header, payload, payloadCopied: copied };
+    return withPayload(header, payload, copied);
   }
 
   /** The payload length that follows `header`; an absurd one cannot be skipped safely. */
-  private checkedPayloadLength(header: RequestHeader): number {
+  private checkedPayloadLength(header: DecodedRequest): number {
     let length = 0;
     if (this.extended) length = (header.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? header.length : 0;
     else length = header.type === Command.WRITE ? header.length : 0;

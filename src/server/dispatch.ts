@@ -148,70 +148,75 @@ const OPERATION_OF: Readonly<Record<number, Operation>> = {
   [Command.BLOCK_STATUS]: 'block_status',
 };
 
-/** Runs one request and answers it; records its outcome and latency in the export's stats. */
+/**
+ * Validates, runs and answers one request, and records its outcome and latency in the export's
+ * stats. One async frame for everything but reads and block status (which have one more): a
+ * request's frames and closures are most of the garbage the collector handles per request.
+ */
 export async function dispatch(req: Request, conn: Connection, sink: ReplySink): Promise<void> {
   const started = performance.now();
-  const errno = await execute(req, conn, sink);
-  const op = OPERATION_OF[req.type];
-  if (op) {
-    const bytes = req.type === Command.WRITE ? req.payload.length : req.length;
-    conn.export.stats.record(op, bytes, (performance.now() - started) / 1000, errno);
-  }
-}
-
-/** Validates, runs and answers a request; resolves with the NBD error number sent (0 = success). */
-async function execute(req: Request, conn: Connection, sink: ReplySink): Promise<number> {
+  const exp = conn.export;
+  let errno = 0;
   const rejection = validate(req, conn);
   if (rejection) {
     sendError(req, conn, sink, rejection.errno, rejection.message);
-    return rejection.errno;
+    errno = rejection.errno;
+  } else {
+    try {
+      const fua = (req.flags & CommandFlag.FUA) !== 0 ? FUA : undefined;
+      switch (req.type) {
+        case Command.READ:
+          await handleRead(req, conn, sink);
+          break;
+        case Command.BLOCK_STATUS:
+          await handleBlockStatus(req, conn, sink);
+          break;
+        case Command.WRITE:
+          if (req.payload.length > 0) await exp.write(req.payload, req.offset, fua);
+          sendOk(req, conn, sink);
+          break;
+        case Command.FLUSH:
+          await exp.flush();
+          sendOk(req, conn, sink);
+          break;
+        case Command.TRIM:
+          if (req.length > 0) await exp.trim(req.offset, req.length, fua);
+          sendOk(req, conn, sink);
+          break;
+        case Command.CACHE:
+          if (req.length > 0) await exp.cache(req.offset, req.length);
+          sendOk(req, conn, sink);
+          break;
+        case Command.WRITE_ZEROES:
+          if (req.length > 0) {
+            await exp.writeZeroes(req.offset, req.length, {
+              fua: fua !== undefined,
+              noHole: (req.flags & CommandFlag.NO_HOLE) !== 0,
+              fast: (req.flags & CommandFlag.FAST_ZERO) !== 0,
+            });
+          }
+          sendOk(req, conn, sink);
+          break;
+      }
+    } catch (err) {
+      errno = toNbdErrno(err, { fastZero: (req.flags & CommandFlag.FAST_ZERO) !== 0, df: (req.flags & CommandFlag.DF) !== 0 });
+      // A RequestError is an answer the code meant (read-only, out of range...); anything else
+      // (the disk failing, a damaged image, a bug) is logged with the request it broke.
+      if (!(err instanceof RequestError)) {
+        const length = req.type === Command.WRITE ? req.payload.length : req.length;
+        exp.logUnexpected(err, { command: OPERATION_OF[req.type] ?? String(req.type), offset: req.offset, length });
+      }
+      sendError(req, conn, sink, errno, err instanceof Error ? err.message : String(err));
+    }
   }
-  const exp = conn.export;
-  const fua = (req.flags & CommandFlag.FUA) !== 0;
-  try {
-    switch (req.type) {
-      case Command.READ:
-        await handleRead(req, conn, sink);
-        return 0;
-      case Command.WRITE:
-        if (req.payload.length > 0) await exp.write(req.payload, req.offset, { fua });
-        break;
-      case Command.FLUSH:
-        await exp.flush();
-        break;
-      case Command.TRIM:
-        if (req.length > 0) await exp.trim(req.offset, req.length, { fua });
-        break;
-      case Command.CACHE:
-        if (req.length > 0) await exp.cache(req.offset, req.length);
-        break;
-      case Command.WRITE_ZEROES:
-        if (req.length > 0) {
-          await exp.writeZeroes(req.offset, req.length, {
-            fua,
-            noHole: (req.flags & CommandFlag.NO_HOLE) !== 0,
-            fast: (req.flags & CommandFlag.FAST_ZERO) !== 0,
-          });
-        }
-        break;
-      case Command.BLOCK_STATUS:
-        await handleBlockStatus(req, conn, sink);
-        return 0;
-    }
-    sendOk(req, conn, sink);
-    return 0;
-  } catch (err) {
-    const errno = toNbdErrno(err, { fastZero: (req.flags & CommandFlag.FAST_ZERO) !== 0, df: (req.flags & CommandFlag.DF) !== 0 });
-    // A RequestError is an answer the code meant (read-only, out of range...); anything else
-    // (the disk failing, a damaged image, a bug) is logged with the request it broke.
-    if (!(err instanceof RequestError)) {
-      const length = req.type === Command.WRITE ? req.payload.length : req.length;
-      exp.logUnexpected(err, { command: OPERATION_OF[req.type] ?? String(req.type), offset: req.offset, length });
-    }
-    sendError(req, conn, sink, errno, err instanceof Error ? err.message : String(err));
-    return errno;
+  const op = OPERATION_OF[req.type];
+  if (op) {
+    const bytes = req.type === Command.WRITE ? req.payload.length : req.length;
+    exp.stats.record(op, bytes, (performance.now() - started) / 1000, errno);
   }
 }
+
+const FUA = { fua: true } as const;
 
 async function handleRead(req: Request, conn: Connection, sink: ReplySink): Promise<void> {
   const exp = conn.export;
@@ -236,8 +241,8 @@ async function handleRead(req: Request, conn: Connection, sink: ReplySink): Prom
     sink.send([buf], release);
     return;
   }
-  const holes = (req.flags & CommandFlag.DF) === 0 ? runs.filter((r) => r.state !== 'data' && r.length >= MIN_HOLE_CHUNK) : [];
-  if (holes.length === 0) {
+  const holes = (req.flags & CommandFlag.DF) === 0 && runs.some(isHoleChunk);
+  if (!holes) {
     writeDataChunkPrefix(buf, 0, conn.mode, req.cookie, req.offset, req.offset, req.length, true);
     sink.send([buf], release);
     return;
@@ -245,12 +250,17 @@ async function handleRead(req: Request, conn: Connection, sink: ReplySink): Prom
   sink.send(readChunks(req, conn.mode, data, runs), release);
 }
 
+/** A run worth sending as a hole chunk. */
+function isHoleChunk(run: Run): boolean {
+  return run.state !== 'data' && run.length >= MIN_HOLE_CHUNK;
+}
+
 /** The chunks of a read reply with holes: data runs as OFFSET_DATA, long zero runs as
  * OFFSET_HOLE, the last chunk marked DONE (every byte is already read, no error can follow). */
 function readChunks(req: Request, mode: ReplyMode, data: Buffer, runs: Run[]): Buffer[] {
   const pieces: Array<{ offset: number; length: number; hole: boolean }> = [];
   for (const run of runs) {
-    const hole = run.state !== 'data' && run.length >= MIN_HOLE_CHUNK;
+    const hole = isHoleChunk(run);
     const last = pieces[pieces.length - 1];
     if (last && !last.hole && !hole) last.length += run.length;
     else pieces.push({ offset: run.offset, length: run.length, hole });

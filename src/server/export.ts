@@ -103,17 +103,16 @@ export class Export {
   }
 
   /** Runs a write-type operation once every earlier overlapping one has finished. The lock is
-   * taken synchronously, so the order is the order in which requests were parsed. */
-  private ordered(offset: number, length: number, op: () => Promise<void>): Promise<void> {
-    const locked = this.lock(offset, length);
-    return locked.then(async (release) => {
-      try {
-        this.dirty = true;
-        await op();
-      } finally {
-        release();
-      }
-    });
+   * taken before the first await, synchronously, so the order is the order in which requests
+   * were parsed. */
+  private async ordered(offset: number, length: number, op: () => Promise<void>): Promise<void> {
+    const release = await this.lock(offset, length);
+    try {
+      this.dirty = true;
+      await op();
+    } finally {
+      release();
+    }
   }
 
   read(buf: Buffer, offset: number): Promise<Run[]> {

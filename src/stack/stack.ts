@@ -87,14 +87,37 @@ export class Stack {
    * Fills `buf` with the stack's bytes at `offset` and returns which parts were data and which
    * were zeros (for replies that can send holes), in order and merged.
    */
-  async read(buf: Buffer, offset: number): Promise<Run[]> {
+  read(buf: Buffer, offset: number): Promise<Run[]> {
+    const top = this.layers.length - 1;
+    const layer = this.layers[top];
+    // The common case, with no lists and no async frame (their garbage is most of what the
+    // collector handles per request): the top layer answers the whole range in one run. A
+    // cache top counts its hits and misses, so it takes the general way.
+    if (top !== this.cacheIndex && offset + buf.length <= layer.size) {
+      if (layer.readRuns) {
+        return layer.readRuns(buf, offset).then((runs) => (runs.length === 1 && runs[0].state !== 'absent' ? runs : this.readRest(top, runs, buf, offset)));
+      }
+      if (top === 0) {
+        return layer.map(offset, buf.length).then((runs) => {
+          if (runs.length !== 1 || runs[0].state !== 'data') return this.readGeneral(buf, offset);
+          return layer.read(buf, offset).then(() => runs);
+        });
+      }
+    }
+    return this.readGeneral(buf, offset);
+  }
+
+  private async readGeneral(buf: Buffer, offset: number): Promise<Run[]> {
     const found: Run[] = [];
     await this.readLevel(this.layers.length - 1, buf, offset, found);
-    if (found.length <= 1) return found;
-    found.sort((a, b) => a.offset - b.offset);
-    const merged: Run[] = [];
-    for (const r of found) pushRun(merged, r.offset, r.length, r.state);
-    return merged;
+    return mergedRuns(found);
+  }
+
+  /** The top held part of the range (`runs`, already read into `buf`): the rest comes from below. */
+  private async readRest(top: number, runs: readonly Run[], buf: Buffer, offset: number): Promise<Run[]> {
+    const found: Run[] = [];
+    await this.readAbsentBelow(top, runs, buf, offset, found);
+    return mergedRuns(found);
   }
 
   private async readLevel(level: number, buf: Buffer, offset: number, found: Run[]): Promise<void> {
@@ -136,6 +159,11 @@ export class Stack {
   private async readLevelOnce(level: number, readRuns: (buf: Buffer, offset: number) => Promise<Run[]>, buf: Buffer, offset: number, found: Run[]): Promise<void> {
     const runs = await readRuns(buf, offset);
     if (level === this.cacheIndex) this.countCache(runs);
+    await this.readAbsentBelow(level, runs, buf, offset, found);
+  }
+
+  /** Given what `level` holds of `buf` (already read), reads the rest from below. */
+  private async readAbsentBelow(level: number, runs: readonly Run[], buf: Buffer, offset: number, found: Run[]): Promise<void> {
     const below: Promise<void>[] = [];
     for (const run of runs) {
       if (run.state !== 'absent') {
@@ -325,3 +353,11 @@ export class Stack {
   }
 }
 
+/** Runs found out of order (levels answer concurrently), sorted and merged. */
+function mergedRuns(found: Run[]): Run[] {
+  if (found.length <= 1) return found;
+  found.sort((a, b) => a.offset - b.offset);
+  const merged: Run[] = [];
+  for (const r of found) pushRun(merged, r.offset, r.length, r.state);
+  return merged;
+}

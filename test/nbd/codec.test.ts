@@ -78,6 +78,8 @@ describe('transmission codec', () => {
       cookie: 0x0102030405060708n,
       offset: 2 ** 32 + 512,
       length: 4096,
+      payload: Buffer.alloc(0),
+      payloadCopied: false,
     });
     expect(decodeRequestHeader(bytes, 0, true)).toBeNull();
   });
@@ -87,7 +89,7 @@ describe('transmission codec', () => {
     const bytes = encodeRequestHeader(header, true);
     expect(bytes.length).toBe(32);
     expect(bytes.readUInt32BE(0)).toBe(0x21e41c71);
-    expect(decodeRequestHeader(bytes, 0, true)).toEqual(header);
+    expect(decodeRequestHeader(bytes, 0, true)).toEqual({ ...header, payload: Buffer.alloc(0), payloadCopied: false });
     expect(decodeRequestHeader(bytes, 0, false)).toBeNull();
   });
 
