@@ -21,6 +21,14 @@ function showPin(pin: Readonly<Record<string, string | number>>): string {
     .join(' ');
 }
 
+/** A format's details without the sizes the common fields above already show. */
+function notShownYet(details: Readonly<Record<string, unknown>>, r: LayerReport): Record<string, unknown> {
+  const rest: Record<string, unknown> = { ...details };
+  if (rest.virtualSize === r.virtualSize) delete rest.virtualSize;
+  if (rest.fileSize === r.fileSize) delete rest.fileSize;
+  return rest;
+}
+
 function fieldsOf(r: LayerReport): Array<[string, string]> {
   const fields: Array<[string, string]> = [
     ['file', r.path],
@@ -38,7 +46,7 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   if (r.parentPin) fields.push(['parent pin', showPin(r.parentPin)]);
   if (r.pin) fields.push(['identity', showPin(r.pin)]);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
-  if (r.details) fields.push(...detailFields(r.details));
+  if (r.details) fields.push(...detailFields(notShownYet(r.details, r)));
   if (r.format === 'http' || r.format === 's3') fields.push(['pinned by', remotePin(r.details ?? {})]);
   return fields;
 }

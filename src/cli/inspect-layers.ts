@@ -51,7 +51,6 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
     base.allocatedBytes = layer.allocatedBytes();
     base.stableUUID = layer.stableUUID;
   }
-  if (layer.details) base.details = await layer.details();
   return base;
 }
 
