@@ -32,7 +32,7 @@ import { DiskImage } from '../../src/stack/disk-image.js';
 import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
 import { fileSystemBlockSize, writeRawImage, type ImageLayout } from './harness.js';
 import { dmgBaseKind, qcow2BaseKind, sparseBundleBaseKind } from './foreign-kinds.js';
-import { checkAligned, freeChunk, junk, readBackFlattened, writeAll } from './kind-helpers.js';
+import { ASIF_TOP, checkAligned, completeThroughOverlay, freeChunk, junk, otherBytes, readBackFlattened, writeAll } from './kind-helpers.js';
 
 /** One extent as NBD metadata contexts report it. */
 export interface ExpectedExtent {
@@ -157,12 +157,7 @@ export const asifKind: ExportKind = {
     }
     return { paths: [file], extents: new StackModel([model]).extents() };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TOP,
   qemuEquivalent: 'raw-copy',
   async readBack(image, size) {
     const layer = await openImage(image.paths[0], { readOnly: true });
@@ -188,7 +183,7 @@ export const stackKind: ExportKind = {
     const free = freeChunk(layout);
     // The base: the layout, with other bytes where the overlay will hold the regions, and junk
     // in the free chunk, which the overlay zeroes.
-    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? { ...r, seed: (r.seed ^ 0x0bad_5eed) >>> 0 } : r));
+    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? otherBytes(r) : r));
     await writeRawImage(base, { size: layout.size, regions: baseRegions });
     if (free !== null) {
       const handle = await fs.open(base, 'r+');
@@ -199,27 +194,10 @@ export const stackKind: ExportKind = {
     await createAsif(overlay, { blockCount: layout.size / SECTOR, layerType: 'overlay', parentUUID: null });
     const baseData = free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }];
     const model = new StackModel([LayerModel.raw(layout.size, await fileSystemBlockSize(dir), baseData), LayerModel.layer(layout.size)]);
-    const image = await DiskImage.open([base, overlay], { mode: 'readWrite' });
-    try {
-      for (const region of upper) {
-        await writeAll((buf, at) => image.stack.write(buf, at), region);
-        model.write(region.offset, region.length);
-      }
-      if (free !== null) {
-        await image.stack.writeZeroes(free, CHUNK);
-        model.writeZeroes(free, CHUNK, false);
-      }
-    } finally {
-      await image.close();
-    }
+    await completeThroughOverlay(await DiskImage.open([base, overlay], { mode: 'readWrite' }), model, upper, free);
     return { paths: [base, overlay], extents: model.extents() };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TOP,
   qemuEquivalent: 'qcow2-overlay',
   readBack: readBackFlattened,
 };

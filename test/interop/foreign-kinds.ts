@@ -32,12 +32,12 @@ import { openImage } from '../../src/formats/open-image.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { requireTool } from '../helpers/require-tool.js';
-import { infoPlist, standardFields } from '../formats/sparsebundle/bundle-builder.js';
+import { infoPlist, standardFields, writeSparse } from '../formats/sparsebundle/bundle-builder.js';
 import { qemuMap } from '../formats/qcow2/qemu-oracle.js';
 import type { ExportKind, PreparedImage } from './export-kinds.js';
 import { describeRun, KiB, regionBytes, run, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
-import { checkAligned, freeChunk, readBackFlattened, writeAll } from './kind-helpers.js';
-import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
+import { ASIF_TOP, checkAligned, completeThroughOverlay, freeChunk, otherBytes, readBackFlattened } from './kind-helpers.js';
+import { CHUNK, LayerModel, StackModel } from './layer-model.js';
 
 /** What a kind's base maker gets: the base's intended content, and where to put files. */
 interface BaseInput {
@@ -58,8 +58,7 @@ interface MadeBase {
   backingFiles: string[];
 }
 
-/** Seeds of bytes that are not the layout's (xored into a region's seed). */
-const OTHER_BYTES = 0x0bad_5eed;
+/** Xored into a region's seed: bytes that are neither the layout's nor the base's. */
 const BACKING_OTHER_BYTES = 0x0ba5_e000;
 
 async function expectProgram(program: string, args: string[]): Promise<string> {
@@ -73,7 +72,7 @@ async function prepareForeignStack(kind: string, layout: ImageLayout, dir: strin
   checkAligned(kind, layout);
   const upper = layout.regions.filter((_, i) => i % 2 === 1);
   const free = freeChunk(layout);
-  const regions: DataRegion[] = layout.regions.map((r, i) => (i % 2 === 1 ? { ...r, seed: (r.seed ^ OTHER_BYTES) >>> 0 } : r));
+  const regions: DataRegion[] = layout.regions.map((r, i) => (i % 2 === 1 ? otherBytes(r) : r));
   if (free !== null) regions.push({ offset: free, length: CHUNK, seed: layout.regions.length + 1 });
   const base = await makeBase({ content: { size: layout.size, regions: sorted(regions) }, free, dir, baseName });
   const overlay = path.join(dir, `${baseName}.overlay.asif`);
@@ -86,18 +85,7 @@ async function prepareForeignStack(kind: string, layout: ImageLayout, dir: strin
     await below.close();
     throw err;
   }
-  try {
-    for (const region of upper) {
-      await writeAll((buf, at) => image.stack.write(buf, at), region);
-      model.write(region.offset, region.length);
-    }
-    if (free !== null) {
-      await image.stack.writeZeroes(free, CHUNK);
-      model.writeZeroes(free, CHUNK, false);
-    }
-  } finally {
-    await image.close();
-  }
+  await completeThroughOverlay(image, model, upper, free);
   return { paths: [base.path, overlay], extents: model.extents(), backingFiles: base.backingFiles };
 }
 
@@ -181,7 +169,6 @@ async function makeDmgBase({ content, dir, baseName }: BaseInput): Promise<MadeB
 
 /** 1.5 MiB: bands straddle the overlay's 1 MiB chunks. */
 const BAND_SIZE = 3 * 512 * KiB;
-const SPARSE_PIECE = 64 * KiB;
 
 /** The bytes of `content` in [offset, offset + length), or null when they are all zeros. */
 function slice(content: ImageLayout, offset: number, length: number): Buffer | null {
@@ -202,16 +189,7 @@ async function writeBand(file: string, data: Buffer, how: 'full' | 'short' | 'sp
   let last = data.length - 1;
   while (last >= 0 && data[last] === 0) last--;
   if (how === 'short') return fs.writeFile(file, data.subarray(0, Math.min(data.length, Math.ceil((last + 1) / (4 * KiB)) * 4 * KiB)));
-  const handle = await fs.open(file, 'w');
-  try {
-    for (let at = 0; at < data.length; at += SPARSE_PIECE) {
-      const part = data.subarray(at, Math.min(data.length, at + SPARSE_PIECE));
-      if (part.some((b) => b !== 0)) await handle.write(part, 0, part.length, at);
-    }
-    await handle.truncate(data.length);
-  } finally {
-    await handle.close();
-  }
+  return writeSparse(file, data);
 }
 
 async function makeSparseBundleBase({ content, dir, baseName }: BaseInput): Promise<MadeBase> {
@@ -239,12 +217,7 @@ function foreignKind(name: string, makeBase: (input: BaseInput) => Promise<MadeB
   return {
     name,
     prepare: (_reference, layout, dir, baseName) => prepareForeignStack(name, layout, dir, baseName, makeBase),
-    sizeAlignment: SECTOR,
-    budget: 'modest',
-    fastZero: 'whole-chunks',
-    trim: 'whole-chunks',
-    chunkSize: CHUNK,
-    fileHoles: false,
+    ...ASIF_TOP,
     // The differential's qemu-nbd serves a RAW copy of the content: what it compares is what
     // the clients read and write, which the overlay decides the same way on any base.
     qemuEquivalent: 'raw-copy',

@@ -5,7 +5,9 @@
  */
 import fs from 'node:fs/promises';
 import { runStackbd } from '../helpers/run-command.js';
-import { CHUNK, SECTOR } from './layer-model.js';
+import type { DiskImage } from '../../src/stack/disk-image.js';
+import type { ExportKind } from './export-kinds.js';
+import { CHUNK, SECTOR, type StackModel } from './layer-model.js';
 import { MiB, Prng, regionBytes, type DataRegion, type ImageLayout } from './harness.js';
 
 /** The first chunk-aligned 1 MiB of `layout` that no region touches, or null. */
@@ -52,3 +54,36 @@ export async function readBackFlattened(image: { paths: string[] }, size: number
     await fs.rm(out, { force: true });
   }
 }
+
+/** The region with other bytes than the layout's (a base holds these where the overlay fixes it). */
+export function otherBytes(region: DataRegion): DataRegion {
+  return { ...region, seed: (region.seed ^ 0x0bad_5eed) >>> 0 };
+}
+
+/** Writes `upper` through a stack's overlay and zeroes the `free` chunk (a whole-chunk zero
+ * that hides the base's junk there), changing `model` alike; closes the image. */
+export async function completeThroughOverlay(image: DiskImage, model: StackModel, upper: readonly DataRegion[], free: number | null): Promise<void> {
+  try {
+    for (const region of upper) {
+      await writeAll((buf, at) => image.stack.write(buf, at), region);
+      model.write(region.offset, region.length);
+    }
+    if (free !== null) {
+      await image.stack.writeZeroes(free, CHUNK);
+      model.writeZeroes(free, CHUNK, false);
+    }
+  } finally {
+    await image.close();
+  }
+}
+
+/** How an export whose top image is ASIF answers (a standalone ASIF image, or a stack's ASIF
+ * overlay on any base): whole sectors, chunk-wise FAST_ZERO and TRIM, no file holes. */
+export const ASIF_TOP: Pick<ExportKind, 'sizeAlignment' | 'budget' | 'fastZero' | 'trim' | 'chunkSize' | 'fileHoles'> = {
+  sizeAlignment: SECTOR,
+  budget: 'modest',
+  fastZero: 'whole-chunks',
+  trim: 'whole-chunks',
+  chunkSize: CHUNK,
+  fileHoles: false,
+};
