@@ -69,7 +69,8 @@ for ((run = 1; run <= runs; run++)); do
   for mib in "${list[@]}"; do
     sock="$tmp/nbd.sock"
     rm -f "$sock"
-    node "$tmp/app-$mib/bin/stackbd.js" serve --socket "$sock" --export "vm=$tmp/disk.dmg" --log-level warn </dev/null >"$tmp/server.log" 2>&1 &
+    # The bin itself, as users run it: its interpreter line carries the server's memory options.
+    "$tmp/app-$mib/bin/stackbd.js" serve --socket "$sock" --export "vm=$tmp/disk.dmg" --log-level warn </dev/null >"$tmp/server.log" 2>&1 &
     server_pid=$!
     for ((i = 0; i < 300; i++)); do
       [[ -S $sock ]] && nbdinfo --size "nbd+unix:///vm?socket=$sock" >/dev/null 2>&1 && break

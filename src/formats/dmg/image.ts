@@ -26,7 +26,7 @@ import type { DmgStructure } from './load.js';
  * 8 MiB (8 chunks as hdiutil and `convert` cut them): a whole-disk `nbdcopy` of a 1 GiB UDZO
  * decodes each chunk exactly once at 4 MiB as at 32 MiB (the pieces of a chunk share its decode),
  * in the same time, and 4 KiB random reads are decode-bound either way; 32 MiB raised the
- * server's peak RSS by ~40-60 MiB (scripts/bench/dmg-cache-size.sh).
+ * server's peak RSS from ~170 to ~200 MiB (scripts/bench/dmg-cache-size.sh).
  */
 export const DMG_DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
 
