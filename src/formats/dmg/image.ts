@@ -9,7 +9,11 @@
  *   with EPERM.
  * - Invariants: no UUIDs (a child recognises this base by `pin()`: size, mtime, inode, as for
  *   RAW); block size 512; size = sectors × 512. Checksums are verified by `check`, not on
- *   every read (a blkx checksum covers a whole partition).
+ *   reads: a blkx CRC32 covers a whole partition's decoded bytes in order, so a lazy check
+ *   would CRC every chunk a read decodes (node's crc32: ~0.3 ms per MiB, more than inflating a
+ *   zlib chunk, ~0.2 ms, and all of it on the event loop; raw chunks would pay it too), combine
+ *   the CRCs of chunks read out of order, and could only report a mismatch after the bytes
+ *   were served.
  */
 import { RequestError } from '../../block/errors.js';
 import { pushRun, type Run } from '../../block/runs.js';
