@@ -16,6 +16,9 @@
 # Servers: stackbd-raw stackbd-stack nbdkit-file nbdkit-cow qemu-nbd-qcow2 nbdkit-null
 # Workloads: seq-read seq-write rand-read-qd1 rand-read-qd32 rand-write-qd1 rand-write-qd32
 #            convert nbdcopy-c1 nbdcopy-c4
+# Foreign bases (scripts/bench/foreign.sh): servers stackbd-dmg 7zz-x stackbd-qcow2
+# qemu-nbd-r-qcow2, workloads dmg-read qcow2-rand-read-qd32 qcow2-seq-read (each pairs only
+# with the other), e.g. --workloads dmg-read,qcow2-rand-read-qd32,qcow2-seq-read.
 set -euo pipefail
 export LC_ALL=C
 
@@ -25,6 +28,11 @@ command_line="bash scripts/bench.sh${*:+ $*}"
 
 all_servers=(stackbd-raw stackbd-stack nbdkit-file nbdkit-cow qemu-nbd-qcow2 nbdkit-null)
 all_workloads=(seq-read seq-write rand-read-qd1 rand-read-qd32 rand-write-qd1 rand-write-qd32 convert nbdcopy-c1 nbdcopy-c4)
+# Foreign bases (issue 12): servers, workloads and their runs live in scripts/bench/foreign.sh.
+# shellcheck source=bench/foreign.sh
+source "$repo/scripts/bench/foreign.sh"
+all_servers+=("${foreign_servers[@]}")
+all_workloads+=("${foreign_workloads[@]}")
 
 quick=0
 runs=""
@@ -219,7 +227,7 @@ start_server() {
       cmd=(qemu-nbd -t -e 64 --discard=unmap -f qcow2 -b 127.0.0.1 -p "$port" -x bench "$tmp/overlay.qcow2") ;;
     nbdkit-null)
       cmd=(nbdkit -f --exit-with-parent -i 127.0.0.1 -p "$port" null "size=$size_bytes") ;;
-    *) die "unknown server $server" ;;
+    *) foreign_server_cmd "$server" "$port" || die "$server has no server to start" ;;
   esac
   # env execs nbdkit, so $! is the server's own pid in every case.
   "${cmd[@]}" </dev/null >"$server_log" 2>&1 &
@@ -268,6 +276,9 @@ fio_args() { # fio_args WORKLOAD: the fio options of a workload
 }
 
 applies() { # applies SERVER WORKLOAD: nbdkit-null is the ceiling of the fio read workloads only
+  local foreign=0
+  foreign_applies "$1" "$2" || foreign=$?
+  [[ $foreign -ne 2 ]] && return "$foreign"
   [[ $1 != nbdkit-null ]] && return 0
   [[ $2 == seq-read || $2 == rand-read-qd1 || $2 == rand-read-qd32 ]]
 }
@@ -278,6 +289,7 @@ results="$tmp/results.jsonl"
 # run_one SERVER WORKLOAD RUN
 run_one() {
   local server=$1 workload=$2 run=$3 tag="$1-$2-$3" image=full
+  if foreign_applies "$server" "$workload"; then foreign_run_one "$@"; return; fi
   [[ $workload == convert ]] && image=sparse
   start_server "$server" "$image" "$tag"
   local pid=$server_pid c0 c1 t0 t1 hwm rss extra=()
@@ -317,6 +329,8 @@ run_one() {
     "client=$(elapsed "$(children_secs "$tmp/times0")" "$(children_secs "$tmp/times1")")" "${extra[@]}")
   printf 'bench [%4ds]: run %d  %-15s %-16s %s\n' "$SECONDS" "$run" "$workload" "$server" "$summary" >&2
 }
+
+foreign_prepare "${workloads[@]}"
 
 total=0
 for w in "${workloads[@]}"; do for s in "${servers[@]}"; do if applies "$s" "$w"; then total=$((total + 1)); fi; done; done

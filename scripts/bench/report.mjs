@@ -8,6 +8,7 @@
  * Prints the report and writes it to OUTPUT.md.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { foreignSection } from './report-foreign.mjs';
 
 /**
  * @typedef {{ server: string, workload: string, run: number, kind: string, wall: number,
@@ -211,6 +212,9 @@ if (rssRow) {
   p();
 }
 
+// Foreign bases (issue 12) -----------------------------------------------------------------
+for (const line of foreignSection(rows)) p(line);
+
 // CPU and memory --------------------------------------------------------------------------
 /** A table of one figure per server and workload; `format` gives a cell's text or null for '–'. */
 function perServerTable(title, format) {
@@ -239,7 +243,7 @@ p();
 p('| server | workload | run | result | wall s | server CPU s | client CPU s | VmHWM MiB |');
 p('|---|---|--:|--:|--:|--:|--:|--:|');
 for (const r of rows) {
-  p(`| ${r.server} | ${r.workload} | ${r.run} | ${fmtValue(r.value, r.unit)} ${r.unit} | ${r.wall.toFixed(2)} | ${r.cpu.toFixed(2)} | ${r.clientCpu == null ? '–' : r.clientCpu.toFixed(2)} | ${(r.hwmKiB / 1024).toFixed(0)} |`);
+  p(`| ${r.server} | ${r.workload} | ${r.run} | ${fmtValue(r.value, r.unit)} ${r.unit} | ${r.wall.toFixed(2)} | ${r.cpu == null ? '–' : r.cpu.toFixed(2)} | ${r.clientCpu == null ? '–' : r.clientCpu.toFixed(2)} | ${r.hwmKiB == null ? '–' : (r.hwmKiB / 1024).toFixed(0)} |`);
 }
 p();
 p('</details>');

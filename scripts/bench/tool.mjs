@@ -128,7 +128,7 @@ function record(results, pairs) {
   appendFileSync(results, JSON.stringify(row) + '\n');
   const value = typeof row.value === 'number' ? row.value.toFixed(row.unit === 'IOPS' ? 0 : 1) : '?';
   const hwm = typeof row.hwmKiB === 'number' ? (row.hwmKiB / 1024).toFixed(0) : '?';
-  console.log(`${value} ${row.unit ?? ''}  server cpu ${row.cpu}s  client cpu ${row.clientCpu ?? '?'}s  hwm ${hwm} MiB`);
+  console.log(`${value} ${row.unit ?? ''}  server cpu ${row.cpu ?? '–'}s  client cpu ${row.clientCpu ?? '?'}s  hwm ${hwm} MiB`);
 }
 
 const [cmd, ...args] = process.argv.slice(2);

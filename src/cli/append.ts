@@ -2,7 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import type { ImageFormat } from '../formats/layer.js';
 import { DiskImage } from '../stack/disk-image.js';
-import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { BACKING_OPTION, FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { parseSize } from './size.js';
 import { UsageError } from './usage-error.js';
@@ -10,6 +10,7 @@ import { UsageError } from './usage-error.js';
 interface AppendArgs extends RemoteArgs {
   images: string[];
   format?: ImageFormat;
+  backing: boolean;
   new: string;
   type: 'overlay' | 'cache';
   size?: string;
@@ -24,6 +25,7 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
     withRemoteOptions(y)
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
       .option('format', FORMAT_OPTION)
+        .option('backing', BACKING_OPTION)
       .option('new', { type: 'string', demandOption: true, describe: 'file of the new layer' })
       .option('type', { choices: ['overlay', 'cache'] as const, default: 'overlay' as const })
       .option('size', { type: 'string', describe: 'size of a new overlay (default: the size of the layer below)' })
@@ -40,7 +42,7 @@ export const appendCommand: CommandModule<object, AppendArgs> = {
     // The layers below must not change while a child records them: they are locked (shared)
     // for the whole command, and one that another program writes is refused.
     const remote = await remoteOptionsFrom(args, printWarning);
-    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning, requireLocks: true, remote });
+    const image = await DiskImage.open(imageSpecs(args.images, args.format, args.backing), { mode: 'readOnly', onWarning: printWarning, requireLocks: true, remote });
     let stacked: DiskImage | null = null;
     try {
       let blockCount: number | undefined;

@@ -9,12 +9,13 @@ import type { ImageFormat } from '../formats/layer.js';
 import { checkNameAgainstContent, formatByName, probeEntry } from '../formats/probe.js';
 import { checkDmgCommand } from './check-dmg.js';
 import { readOnlyBaseProblem } from './check-read-only.js';
-import { FORMAT_OPTION, imageSpecs } from './image-args.js';
+import { BACKING_OPTION, FORMAT_OPTION, imageSpecs } from './image-args.js';
 import { printJson } from './print.js';
 
 interface CheckArgs {
   image: string;
   format?: ImageFormat;
+  backing: boolean;
   json: boolean;
 }
 
@@ -27,9 +28,10 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
     y
       .positional('image', { type: 'string', demandOption: true })
       .option('format', FORMAT_OPTION)
+        .option('backing', BACKING_OPTION)
       .option('json', { type: 'boolean', default: false }) as unknown as Argv<CheckArgs>,
   handler: async (args) => {
-    const [spec] = imageSpecs([args.image], args.format);
+    const [spec] = imageSpecs([args.image], args.format, args.backing);
     let format = spec.format;
     if (!format) {
       const entry = await probeEntry(spec.path);
@@ -56,7 +58,7 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
     }
     if (format !== 'asif') {
       // The other read-only bases have no repairable state: they either open and map, or say why not.
-      const error = await readOnlyBaseProblem(spec.path);
+      const error = await readOnlyBaseProblem(spec.path, spec.noBacking);
       process.exitCode = error ? CheckExit.corrupt : CheckExit.clean;
       if (args.json) printJson({ file: spec.path, format, clean: error === null, errors: error ? [error] : [], leakedChunks: [] });
       else console.log(error ? `error: ${error}\n${spec.path}: CORRUPT` : `${spec.path}: ${format} image, opens and maps cleanly`);

@@ -10,7 +10,7 @@ import { isWritableFormat } from '../formats/open-image.js';
 import { formatByName } from '../formats/probe.js';
 import { convertStack } from '../stack/convert.js';
 import { DiskImage } from '../stack/disk-image.js';
-import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { BACKING_OPTION, FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { createProgress, PROGRESS_OPTIONS, progressMode, type ProgressArgs } from './progress.js';
 import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatSize } from './size.js';
@@ -19,6 +19,7 @@ import { UsageError } from './usage-error.js';
 interface ConvertArgs extends ProgressArgs, RemoteArgs {
   images: string[];
   format?: ImageFormat;
+  backing: boolean;
   output: string;
   'output-format'?: OutputFormat;
   'dmg-compression': 'zlib' | 'raw';
@@ -43,6 +44,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
     withRemoteOptions(y)
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
       .option('format', FORMAT_OPTION)
+        .option('backing', BACKING_OPTION)
       .option('output', { alias: 'O', type: 'string', demandOption: true, describe: 'the new image' })
       .option('output-format', { choices: OUTPUT_FORMATS, describe: "the new image's format (default: from its name, else RAW)" })
       .option('dmg-compression', { choices: ['zlib', 'raw'] as const, default: 'zlib' as const, describe: 'DMG chunks: zlib (UDZO) or uncompressed (UDRO)' })
@@ -55,7 +57,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   handler: async (args) => {
     const format = outputFormat(args.output, args['output-format']);
     const remote = await remoteOptionsFrom(args, printWarning);
-    const image = await DiskImage.open(imageSpecs(args.images, args.format), { mode: 'readOnly', onWarning: printWarning, remote });
+    const image = await DiskImage.open(imageSpecs(args.images, args.format, args.backing), { mode: 'readOnly', onWarning: printWarning, remote });
     const progress = createProgress('convert', progressMode(args));
     try {
       const result = await convertStack(image.stack, args.output, { format, dmgCompression: args['dmg-compression'], overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(

@@ -15,8 +15,16 @@ export const FORMAT_OPTION: Options = {
   describe: 'format of the first image (the base), instead of probing; other layers take a FORMAT: prefix, e.g. raw:disk.img',
 };
 
-export function imageSpecs(images: readonly string[], format?: ImageFormat): LayerSpec[] {
-  const specs = images.map(parseLayerSpec);
+/** `--backing` (true) / `--no-backing`: whether a qcow2 base's backing chain is opened. */
+export const BACKING_OPTION: Options = {
+  type: 'boolean',
+  default: true,
+  describe: "open a qcow2 base's backing files (--no-backing: refuse a qcow2 image that names one, and never open another file)",
+};
+
+/** `backing` false (`--no-backing`): every spec refuses a qcow2 backing file. */
+export function imageSpecs(images: readonly string[], format?: ImageFormat, backing = true): LayerSpec[] {
+  const specs = images.map(parseLayerSpec).map((s) => (backing ? s : { ...s, noBacking: true }));
   if (format && specs.length > 0) {
     const first = specs[0];
     if (first.format && first.format !== format) {

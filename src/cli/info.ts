@@ -1,7 +1,7 @@
 /** `stackbd info STACK...`: every layer's properties and whether the chain is valid. */
 import type { Argv, CommandModule } from 'yargs';
 import type { ImageFormat } from '../formats/layer.js';
-import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { BACKING_OPTION, FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { chainReport, describeOpenLayer, withLayers, type LayerReport } from './inspect-layers.js';
 import { detailFields } from './detail-fields.js';
 import { printFields, printJson } from './print.js';
@@ -11,6 +11,7 @@ import { formatSize } from './size.js';
 interface InfoArgs extends RemoteArgs {
   images: string[];
   format?: ImageFormat;
+  backing: boolean;
   json: boolean;
 }
 
@@ -18,6 +19,14 @@ function showPin(pin: Readonly<Record<string, string | number>>): string {
   return Object.entries(pin)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
+}
+
+/** A format's details without the sizes the common fields above already show. */
+function notShownYet(details: Readonly<Record<string, unknown>>, r: LayerReport): Record<string, unknown> {
+  const rest: Record<string, unknown> = { ...details };
+  if (rest.virtualSize === r.virtualSize) delete rest.virtualSize;
+  if (rest.fileSize === r.fileSize) delete rest.fileSize;
+  return rest;
 }
 
 function fieldsOf(r: LayerReport): Array<[string, string]> {
@@ -37,7 +46,7 @@ function fieldsOf(r: LayerReport): Array<[string, string]> {
   if (r.parentPin) fields.push(['parent pin', showPin(r.parentPin)]);
   if (r.pin) fields.push(['identity', showPin(r.pin)]);
   if (r.stableUUID !== undefined) fields.push(['stable uuid', r.stableUUID]);
-  if (r.details) fields.push(...detailFields(r.details));
+  if (r.details) fields.push(...detailFields(notShownYet(r.details, r)));
   if (r.format === 'http' || r.format === 's3') fields.push(['pinned by', remotePin(r.details ?? {})]);
   return fields;
 }
@@ -56,11 +65,12 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
       y
         .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
         .option('format', FORMAT_OPTION)
+        .option('backing', BACKING_OPTION)
         .option('json', { type: 'boolean', default: false }),
     ) as unknown as Argv<InfoArgs>,
   handler: async (args) => {
     const remote = await remoteOptionsFrom(args, printWarning);
-    await withLayers(imageSpecs(args.images, args.format), async (layers) => {
+    await withLayers(imageSpecs(args.images, args.format, args.backing), async (layers) => {
       const reports = await Promise.all(layers.map(describeOpenLayer));
       const { problem, warnings } = layers.length > 1 ? await chainReport(layers) : { problem: null, warnings: [] };
       const top = layers[layers.length - 1];

@@ -51,7 +51,6 @@ export async function describeOpenLayer(layer: Layer): Promise<LayerReport> {
     base.allocatedBytes = layer.allocatedBytes();
     base.stableUUID = layer.stableUUID;
   }
-  if (layer.details) base.details = await layer.details();
   return base;
 }
 
@@ -61,7 +60,7 @@ export async function withLayers<T>(specs: readonly LayerSpec[], use: (layers: L
   const layers: Layer[] = [];
   try {
     for (const [i, spec] of specs.entries()) {
-      if (!isRemoteSource(spec.path)) layers.push(await openImage(spec.path, { readOnly: true, format: spec.format }));
+      if (!isRemoteSource(spec.path)) layers.push(await openImage(spec.path, { readOnly: true, format: spec.format, noBacking: spec.noBacking }));
       else if (i > 0) throw new IncompatibleStackingError(displaySource(spec.path), 'a remote base can only be the base of a stack');
       else layers.push(await openRemote(spec.path, remote));
     }

@@ -5,13 +5,14 @@ import type { ImageFormat, Layer } from '../formats/layer.js';
 import { checkChain, linksOf } from '../stack/chain.js';
 import { Stack } from '../stack/stack.js';
 import { printJson, printTable } from './print.js';
-import { FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { BACKING_OPTION, FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
 import { withLayers } from './inspect-layers.js';
 import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 
 interface MapArgs extends RemoteArgs {
   images: string[];
   format?: ImageFormat;
+  backing: boolean;
   json: boolean;
 }
 
@@ -69,11 +70,12 @@ export const mapCommand: CommandModule<object, MapArgs> = {
       y
         .positional('images', { type: 'string', array: true, demandOption: true, describe: 'image, or stack bottom first' })
         .option('format', FORMAT_OPTION)
+        .option('backing', BACKING_OPTION)
         .option('json', { type: 'boolean', default: false }),
     ) as unknown as Argv<MapArgs>,
   handler: async (args) => {
     const remote = await remoteOptionsFrom(args, printWarning);
-    await withLayers(imageSpecs(args.images, args.format), async (layers) => {
+    await withLayers(imageSpecs(args.images, args.format, args.backing), async (layers) => {
       // A stack that does not hold together has no map: the typed error says why (exit 1).
       if (layers.length > 1) for (const w of checkChain(await linksOf(layers), false)) printWarning(w);
       const entries = await mapStack(layers);

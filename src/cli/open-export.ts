@@ -13,14 +13,18 @@ export interface ExportDefaults {
   remote?: RemoteOptions;
   /** Bound every cache layer's data to this many bytes, instead of the limit it records. */
   cacheLimit?: number;
+  /** Refuse qcow2 bases that name a backing file (`serve --no-backing`). */
+  noBacking?: boolean;
 }
 
-export async function openExport(request: ExportRequest, defaults: ExportDefaults): Promise<Export> {
+/** An export to open; `noBacking` (the config file's base object) adds to the defaults' refusal. */
+export async function openExport(request: ExportRequest & { noBacking?: boolean }, defaults: ExportDefaults): Promise<Export> {
   const { log } = defaults;
   const image = await DiskImage.open(request.layers.map(parseLayerSpec), {
     mode: request.readOnly ? 'readOnly' : 'readWrite',
     readOnlyWhenCacheTop: true,
     cacheLimit: defaults.cacheLimit,
+    noBacking: request.noBacking === true || defaults.noBacking === true,
     onWarning: (message) => log.warn({ export: request.name }, message),
     remote: { ...defaults.remote, onWarning: (message) => log.warn({ export: request.name }, message) },
     stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },

@@ -9,6 +9,7 @@ import { loadTlsSettings, type TlsMode } from '../server/tls.js';
 import { parseAllowList } from './allow-list.js';
 import { prepareDemo } from './demo.js';
 import { parseExportSpec, type ExportSpec } from './export-spec.js';
+import { BACKING_OPTION } from './image-args.js';
 import { warnIfExposed } from './exposure-warning.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { logNativeStatus } from './native-notice.js';
@@ -44,6 +45,7 @@ interface ServeArgs extends RemoteArgs {
   'log-level': LogLevel;
   demo: boolean;
   'demo-dir': string;
+  backing: boolean;
 }
 
 function builder(y: Argv): Argv<ServeArgs> {
@@ -57,6 +59,7 @@ function builder(y: Argv): Argv<ServeArgs> {
       describe: 'NAME=BASE[,LAYER...] (bottom first); a bare PATH is the default export ""',
     })
     .option('read-only', { type: 'boolean', default: false, describe: 'serve every export read-only' })
+    .option('backing', BACKING_OPTION)
     .option('cache-max-size', {
       type: 'string',
       describe: 'cache layers keep at most this much data, least recently used given up first (instead of the limit each records)',
@@ -86,6 +89,8 @@ function builder(y: Argv): Argv<ServeArgs> {
 interface PlannedExport extends ExportSpec {
   readOnly: boolean;
   description?: string;
+  /** The config file's base says `"noBacking": true` (`--no-backing` says so for every export). */
+  noBacking?: boolean;
 }
 
 async function handler(args: ServeArgs): Promise<void> {
@@ -137,7 +142,7 @@ async function handler(args: ServeArgs): Promise<void> {
   const adminToken = args['admin-token-file'] ? await readToken(args['admin-token-file']) : undefined;
 
   let specs: PlannedExport[] = [
-    ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description })),
+    ...(config?.exports ?? []).map((e) => ({ name: e.name, paths: e.layers, readOnly: e.readOnly || args['read-only'], description: e.description, noBacking: e.noBacking })),
     ...(args.export ?? []).map(parseExportSpec).map((e) => ({ ...e, readOnly: args['read-only'] })),
   ];
   if (specs.length === 0 || args.demo) {
@@ -155,11 +160,11 @@ async function handler(args: ServeArgs): Promise<void> {
   const cacheLimit = args['cache-max-size'] === undefined ? undefined : parseSize(args['cache-max-size'], '--cache-max-size');
   // Once the arguments are known to be good: a usage error stays one line.
   logNativeStatus(log);
-  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote, cacheLimit };
+  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote, cacheLimit, noBacking: !args.backing };
   const exports: Export[] = [];
   try {
     for (const spec of specs) {
-      exports.push(await openExport({ name: spec.name, layers: spec.paths, readOnly: spec.readOnly, description: spec.description }, defaults));
+      exports.push(await openExport({ name: spec.name, layers: spec.paths, readOnly: spec.readOnly, description: spec.description, noBacking: spec.noBacking }, defaults));
     }
   } catch (err) {
     await Promise.allSettled(exports.map((e) => e.close()));

@@ -12,7 +12,9 @@
  *   ]
  * }
  * A layer is a path, a path with its format as a prefix ("raw:disk.img"), or an object with
- * "path" and "format"; either way the format skips probing (`-f` on the command line).
+ * "path" and "format"; either way the format skips probing (`-f` on the command line). The
+ * base's object may say "noBacking": true (`--no-backing`: a qcow2 base that names a backing
+ * file is refused instead of opening its chain).
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -24,6 +26,8 @@ export interface ExportConfig {
   layers: string[];
   readOnly: boolean;
   description?: string;
+  /** The base's object says `"noBacking": true`: a qcow2 base naming a backing file is refused. */
+  noBacking?: boolean;
 }
 
 export interface ServerConfig {
@@ -49,15 +53,21 @@ function stringList(v: Json | undefined, where: string, fail: (m: string) => nev
   return v as string[];
 }
 
-/** Layers as `FORMAT:PATH` strings with paths made absolute (relative ones are relative to the file). */
-function layerList(v: Json | undefined, where: string, dir: string, fail: (m: string) => never): string[] {
+/** Layers as `FORMAT:PATH` strings with paths made absolute (relative ones are relative to the
+ * file), and whether the base's object asks for no backing file. */
+function layerList(v: Json | undefined, where: string, dir: string, fail: (m: string) => never): { layers: string[]; noBacking: boolean } {
   if (!Array.isArray(v)) return fail(`${where} must be a list of images, bottom first`);
-  return v.map((item, i) => {
+  let noBacking = false;
+  const layers = v.map((item, i) => {
     const at = `${where}[${i}]`;
     let spec;
     if (typeof item === 'string' && item !== '') spec = parseLayerSpec(item);
     else if (isObject(item)) {
-      for (const key of Object.keys(item)) if (key !== 'path' && key !== 'format') fail(`${at}: unknown field "${key}" (expected path, format)`);
+      for (const key of Object.keys(item)) if (!['path', 'format', 'noBacking'].includes(key)) fail(`${at}: unknown field "${key}" (expected path, format, noBacking)`);
+      if (item.noBacking !== undefined && typeof item.noBacking !== 'boolean') fail(`${at}.noBacking must be true or false`);
+      // Layers above the base are ASIF, which has no backing file.
+      if (item.noBacking === true && i > 0) fail(`${at}.noBacking is for the base (${where}[0]): layers above it are ASIF, which have no backing file`);
+      noBacking = noBacking || item.noBacking === true;
       if (typeof item.path !== 'string' || item.path === '') fail(`${at}.path must be a non-empty string`);
       const format = item.format;
       if (format !== undefined && !(IMAGE_FORMATS as readonly Json[]).includes(format)) fail(`${at}.format must be one of ${IMAGE_FORMATS.join(', ')}`);
@@ -66,6 +76,7 @@ function layerList(v: Json | undefined, where: string, dir: string, fail: (m: st
     // URLs are kept as they are; only file paths are relative to the config file.
     return isRemoteSource(spec.path) ? formatLayerSpec(spec) : formatLayerSpec({ ...spec, path: path.resolve(dir, spec.path) });
   });
+  return { layers, noBacking };
 }
 
 export function parseConfig(text: string, file: string): ServerConfig {
@@ -94,7 +105,7 @@ export function parseConfig(text: string, file: string): ServerConfig {
     const name = entry.name as string;
     if (names.has(name)) fail(`${where}: export "${name}" is defined twice`);
     names.add(name);
-    const layers = layerList(entry.layers, `${where}.layers`, dir, fail);
+    const { layers, noBacking } = layerList(entry.layers, `${where}.layers`, dir, fail);
     if (layers.length === 0) fail(`${where}.layers must list at least one image (bottom first)`);
     if (entry.readOnly !== undefined && typeof entry.readOnly !== 'boolean') fail(`${where}.readOnly must be true or false`);
     if (entry.description !== undefined && typeof entry.description !== 'string') fail(`${where}.description must be a string`);
@@ -103,6 +114,7 @@ export function parseConfig(text: string, file: string): ServerConfig {
       layers,
       readOnly: entry.readOnly === true,
       ...(typeof entry.description === 'string' ? { description: entry.description } : {}),
+      ...(noBacking ? { noBacking } : {}),
     };
   });
   const syncInterval = root.syncInterval;

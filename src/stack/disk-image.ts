@@ -51,6 +51,8 @@ export interface OpenOptions {
   requireLocks?: boolean;
   /** Bound the cache layer's data to this many bytes, instead of the limit it records. */
   cacheLimit?: number;
+  /** Refuse a qcow2 layer that names a backing file instead of opening its chain (a LayerSpec may say so for itself). */
+  noBacking?: boolean;
   /** How a base given as a URL (http://, https://, s3://, nbd://...) is read. */
   remote?: RemoteOptions;
   stack?: StackOptions;
@@ -87,7 +89,7 @@ function describeLayer(layer: Layer): LayerInfo {
 
 /** Opens a cache layer read-write if its file allows it, read-only otherwise. */
 async function openCacheCapable(spec: LayerSpec, readOnly: boolean, requireLock = false, cacheLimit?: number): Promise<Layer> {
-  const layer = await openImage(spec.path, { readOnly, format: spec.format, requireLock, cacheLimit });
+  const layer = await openImage(spec.path, { readOnly, format: spec.format, requireLock, cacheLimit, noBacking: spec.noBacking });
   if (!readOnly || layer.layerType !== 'cache') return layer;
   await layer.close();
   return openImage(spec.path, { readOnly: false, format: 'asif', cacheLimit }).catch(() => openImage(spec.path, { readOnly: true, format: 'asif' }));
@@ -125,7 +127,7 @@ export class DiskImage {
    * name the format (otherwise the content is probed, and checked against the file's name).
    */
   static async open(sources: string | LayerSpec | ReadonlyArray<string | LayerSpec>, options: OpenOptions = {}): Promise<DiskImage> {
-    const specs = (Array.isArray(sources) ? sources : [sources]).map((s: string | LayerSpec) => toLayerSpec(s));
+    const specs = (Array.isArray(sources) ? sources : [sources]).map((s: string | LayerSpec) => toLayerSpec(s, options.noBacking));
     if (specs.length === 0) throw new RangeError('DiskImage.open needs at least one image');
     await refuseDuplicates(specs);
     const mode = options.mode ?? 'readOnly';

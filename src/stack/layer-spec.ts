@@ -10,6 +10,8 @@ export interface LayerSpec {
   path: string;
   /** Open as this format instead of probing (`-f`). */
   format?: ImageFormat;
+  /** Refuse a qcow2 image that names a backing file instead of opening its chain (`--no-backing`). */
+  noBacking?: boolean;
 }
 
 export const IMAGE_FORMATS: readonly ImageFormat[] = ['raw', 'asif', 'dmg', 'qcow2', 'sparsebundle'];
@@ -26,8 +28,10 @@ export function parseLayerSpec(text: string): LayerSpec {
   return { path: text };
 }
 
-export function toLayerSpec(source: string | LayerSpec): LayerSpec {
-  return typeof source === 'string' ? { path: source } : source;
+/** `noBacking`: the default for a spec that does not say (DiskImage.open's option). */
+export function toLayerSpec(source: string | LayerSpec, noBacking?: boolean): LayerSpec {
+  const spec = typeof source === 'string' ? { path: source } : source;
+  return noBacking && spec.noBacking === undefined ? { ...spec, noBacking } : spec;
 }
 
 /** The text form of a spec, for messages and descriptions. */

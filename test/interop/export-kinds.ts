@@ -18,6 +18,9 @@
  *   depths (1 = overlay, 2 = base) appear; where neither holds data, the base's holes show
  *   (depth 2, hole+zero). A server that let the base show through where the overlay holds a
  *   range would read wrong bytes.
+ * - `qcow2-base`, `dmg-base`, `sparsebundle-base`: the same shape on a foreign read-only base
+ *   (a qcow2 image with zero clusters and a compressed backing file; a UDZO DMG; a sparse
+ *   bundle with missing, short and sparse bands): see foreign-kinds.ts.
  *
  * ASIF images are whole 512-byte sectors: a suite that wants an odd size asks `alignedSize`.
  */
@@ -26,9 +29,10 @@ import path from 'node:path';
 import { createAsif } from '../../src/formats/asif/index.js';
 import { openImage } from '../../src/formats/open-image.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
-import { runStackbd } from '../helpers/run-command.js';
 import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
-import { MiB, Prng, fileSystemBlockSize, regionBytes, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
+import { fileSystemBlockSize, writeRawImage, type ImageLayout } from './harness.js';
+import { dmgBaseKind, qcow2BaseKind, sparseBundleBaseKind } from './foreign-kinds.js';
+import { ASIF_TOP, checkAligned, completeThroughOverlay, freeChunk, junk, otherBytes, readBackFlattened, writeAll } from './kind-helpers.js';
 
 /** One extent as NBD metadata contexts report it. */
 export interface ExpectedExtent {
@@ -45,6 +49,8 @@ export interface PreparedImage {
   paths: string[];
   /** The extents of the untouched image, merged, covering the whole disk. */
   extents: ExpectedExtent[];
+  /** Files the export reads besides `paths` and never writes (a qcow2 base's backing file). */
+  backingFiles?: string[];
 }
 
 export interface ExportKind {
@@ -124,36 +130,6 @@ export const rawKind: ExportKind = {
   },
 };
 
-/** The first chunk-aligned 1 MiB of `layout` that no region touches, or null. */
-function freeChunk(layout: ImageLayout): number | null {
-  for (let at = 0; at + CHUNK <= layout.size; at += CHUNK) {
-    if (!layout.regions.some((r) => r.offset < at + CHUNK && r.offset + r.length > at)) return at;
-  }
-  return null;
-}
-
-/** Bytes that are not the layout's, for places the top layer must hide. */
-function junk(seed: number, length: number): Buffer {
-  const bytes = new Prng(seed).bytes(length);
-  // Never all zeros (a hidden range of zeros would prove nothing).
-  bytes[0] |= 1;
-  return bytes;
-}
-
-async function writeAll(write: (buf: Buffer, offset: number) => Promise<unknown>, region: DataRegion): Promise<void> {
-  // Written in pieces of at most 8 MiB, as a client's requests would be.
-  const data = regionBytes(region);
-  for (let done = 0; done < data.length; done += 8 * MiB) {
-    await write(data.subarray(done, Math.min(data.length, done + 8 * MiB)), region.offset + done);
-  }
-}
-
-function checkAligned(kind: string, layout: ImageLayout): void {
-  if (layout.size % SECTOR !== 0) {
-    throw new Error(`a ${kind} export is whole 512-byte sectors; ${layout.size} is not: size the layout with alignedSize(kind, size)`);
-  }
-}
-
 /** ASIF: a standalone image holding the layout (written through the library); one free chunk
  * is written and then zeroed whole, so a zero chunk (status 10) is part of every image. */
 export const asifKind: ExportKind = {
@@ -182,12 +158,7 @@ export const asifKind: ExportKind = {
     }
     return { paths: [file], extents: new StackModel([model]).extents() };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TOP,
   qemuEquivalent: 'raw-copy',
   async readBack(image, size) {
     const layer = await openImage(image.paths[0], { readOnly: true });
@@ -213,7 +184,7 @@ export const stackKind: ExportKind = {
     const free = freeChunk(layout);
     // The base: the layout, with other bytes where the overlay will hold the regions, and junk
     // in the free chunk, which the overlay zeroes.
-    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? { ...r, seed: (r.seed ^ 0x0bad_5eed) >>> 0 } : r));
+    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? otherBytes(r) : r));
     await writeRawImage(base, { size: layout.size, regions: baseRegions });
     if (free !== null) {
       const handle = await fs.open(base, 'r+');
@@ -224,44 +195,15 @@ export const stackKind: ExportKind = {
     await createAsif(overlay, { blockCount: layout.size / SECTOR, layerType: 'overlay', parentUUID: null });
     const baseData = free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }];
     const model = new StackModel([LayerModel.raw(layout.size, await fileSystemBlockSize(dir), baseData), LayerModel.layer(layout.size)]);
-    const image = await DiskImage.open([base, overlay], { mode: 'readWrite' });
-    try {
-      for (const region of upper) {
-        await writeAll((buf, at) => image.stack.write(buf, at), region);
-        model.write(region.offset, region.length);
-      }
-      if (free !== null) {
-        await image.stack.writeZeroes(free, CHUNK);
-        model.writeZeroes(free, CHUNK, false);
-      }
-    } finally {
-      await image.close();
-    }
+    await completeThroughOverlay(await DiskImage.open([base, overlay], { mode: 'readWrite' }), model, upper, free);
     return { paths: [base, overlay], extents: model.extents() };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TOP,
   qemuEquivalent: 'qcow2-overlay',
-  async readBack(image, size) {
-    // Flattened by the real CLI, as a user would.
-    const out = `${image.paths[image.paths.length - 1]}.flat-${process.pid}-${Date.now()}.raw`;
-    const r = await runStackbd(['convert', ...image.paths, '-O', out, '--output-format', 'raw']);
-    if (r.code !== 0) throw new Error(`stackbd convert ${image.paths.join(' ')} failed (exit ${r.code}):\n${r.stderr}`);
-    try {
-      const data = await fs.readFile(out);
-      if (data.length !== size) throw new Error(`${out} has ${data.length} bytes, expected ${size}`);
-      return data;
-    } finally {
-      await fs.rm(out, { force: true });
-    }
-  },
+  readBack: readBackFlattened,
 };
 
-export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind];
+export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind, qcow2BaseKind, dmgBaseKind, sparseBundleBaseKind];
 
 export interface PreparedExport extends PreparedImage {
   /** The reference RAW file the image was built from (`BASE.reference.raw`). */
@@ -277,4 +219,19 @@ export async function prepareExport(kind: ExportKind, dir: string, baseName: str
   const reference = path.join(dir, `${baseName}.reference.raw`);
   await writeRawImage(reference, layout);
   return { ...(await kind.prepare(reference, layout, dir, baseName)), reference };
+}
+
+/** Every file an image reads: its paths (a sparse bundle's directory: every file inside), then
+ * its backing files. */
+export async function filesOf(image: PreparedImage): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (p: string): Promise<void> => {
+    if (!(await fs.stat(p)).isDirectory()) {
+      out.push(p);
+      return;
+    }
+    for (const entry of (await fs.readdir(p)).sort()) await walk(path.join(p, entry));
+  };
+  for (const p of [...image.paths, ...(image.backingFiles ?? [])]) await walk(p);
+  return out;
 }

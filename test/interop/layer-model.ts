@@ -26,6 +26,9 @@
  *   the cache layer fills the cache with the whole sectors it read from below that are data
  *   there; zeros below (RAW holes, zero chunks, sectors no layer holds) are not copied, so
  *   those sectors stay absent in the cache.
+ * - A read-only base of another format (qcow2, DMG, sparse bundle) says per range `data`,
+ *   `zero` or `absent` (its own map, taken from an oracle or from its reader, which the format
+ *   tests check); it is never written through a stack.
  * - Composition: the topmost layer whose sector is `data` or `zero` decides it (depth 1 = top);
  *   `absent` everywhere is depth 0 and reads as zeros. base:allocation is 0 for data and
  *   3 (HOLE|ZERO) for zero or absent everywhere.
@@ -55,7 +58,7 @@ export class LayerModel {
 
   private constructor(
     readonly size: number,
-    readonly kind: 'raw' | 'layer' | 'standalone',
+    readonly kind: 'raw' | 'base' | 'layer' | 'standalone',
   ) {
     if (kind !== 'raw' && size % SECTOR !== 0) throw new Error(`an ASIF image of ${size} bytes is not whole sectors`);
   }
@@ -77,6 +80,25 @@ export class LayerModel {
         }
         // The last sector of a file that is not whole sectors is partial: it counts whole.
         sectors.fill(DATA, (from - c * CHUNK) / SECTOR, Math.ceil((to - c * CHUNK) / SECTOR));
+      });
+    }
+    return model;
+  }
+
+  /** A read-only base of another format whose own map is `runs` (whole sectors: a run that
+   * ends inside a sector counts that sector whole, as for RAW). */
+  static base(size: number, runs: ReadonlyArray<{ offset: number; length: number; state: 'data' | 'zero' | 'absent' }>): LayerModel {
+    const model = new LayerModel(size, 'base');
+    for (const r of runs) {
+      if (r.length <= 0 || r.state === 'absent') continue;
+      const state = r.state === 'data' ? DATA : ZERO;
+      model.pieces(r.offset, Math.min(size, r.offset + r.length) - r.offset, (c, from, to) => {
+        let sectors = model.chunks.get(c);
+        if (!sectors) {
+          sectors = new Uint8Array(SECTORS_PER_CHUNK);
+          model.chunks.set(c, sectors);
+        }
+        sectors.fill(state, Math.floor((from - c * CHUNK) / SECTOR), Math.ceil((to - c * CHUNK) / SECTOR));
       });
     }
     return model;
@@ -136,7 +158,7 @@ export class LayerModel {
   }
 
   private assertWritable(): void {
-    if (this.kind === 'raw') throw new Error('a RAW file is written before it is served, never through the model');
+    if (this.kind === 'raw' || this.kind === 'base') throw new Error(`a ${this.kind === 'raw' ? 'RAW file' : 'read-only base'} is written before it is served, never through the model`);
   }
 
   /** Calls `visit` for each chunk piece of [offset, offset + length). */

@@ -8,7 +8,8 @@
  * the other server's and with a model; at the end the two images are compared byte for byte.
  *
  * Per export kind (export-kinds.ts), qemu-nbd serves the same disk the way QEMU would:
- * - a single image: a RAW copy of the content (`-f raw`);
+ * - a single image, or a stack on a foreign base (qcow2, DMG, sparse bundle): a RAW copy of
+ *   the content (`-f raw`); the stack's base (its every file: bands, backing file) must not change;
  * - a stack (RAW base + ASIF overlay): a qcow2 overlay on a copy of the same base, holding
  *   what differs from the base (`qemu-img convert -O qcow2 -B base.raw`), served with
  *   `-f qcow2`. At the end each side is flattened (`stackbd convert` of the stack,
@@ -47,7 +48,7 @@ import { NbdClient, NbdRequestError, type BlockStatusExtent } from '../../src/nb
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { runStackbd } from '../helpers/run-command.js';
-import { EXPORT_KINDS, prepareExport, type ExportKind, type PreparedExport } from './export-kinds.js';
+import { EXPORT_KINDS, filesOf, prepareExport, type ExportKind, type PreparedExport } from './export-kinds.js';
 import {
   DiskModel,
   KiB,
@@ -400,7 +401,8 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
     layout = randomLayout(new Prng(seed ^ 0x5a5a5a5a), SIZE, 10, 1, 1 * MiB);
     image = await prepareExport(kind, dir, 'stackbd', layout);
     reference = await prepareQemuSide(kind, image, layout, dir, 'qemu');
-    for (const file of [...image.paths.slice(0, -1), ...(reference.base ? [reference.base] : [])]) unchanged.set(file, await sha256File(file));
+    const bases = await filesOf({ paths: image.paths.slice(0, -1), extents: [], backingFiles: image.backingFiles });
+    for (const file of [...bases, ...(reference.base ? [reference.base] : [])]) unchanged.set(file, await sha256File(file));
     stackbd = await startStackbd({ exports: [{ name: 'disk', paths: image.paths }], socket: path.join(dir, 'stackbd.sock') });
     // qemu-nbd on a unix socket: over TCP, qemu-nbd 7.2's multi-chunk structured read replies
     // meet delayed ACKs and each read takes ~10x longer, which would make this test slow.

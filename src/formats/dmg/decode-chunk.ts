@@ -21,15 +21,23 @@ export async function decodeChunk(file: BlockFile, c: ChunkInfo, name: string): 
   if (!decoder) throw new UnsupportedFormatError(file.path, `${name}: stackbd has no ${c.kind} decoder`);
   const input = Buffer.allocUnsafe(c.length);
   await file.read(input, c.position);
-  const output = Buffer.allocUnsafe(c.end - c.start);
+  const size = c.end - c.start;
+  let output: Buffer;
   let written: number;
   try {
-    written = await decoder.decode(input, output);
+    // A codec that makes its own buffer hands it over (one allocation and no copy per chunk).
+    if (decoder.decodeToBuffer) {
+      output = await decoder.decodeToBuffer(input, size);
+      written = output.length;
+    } else {
+      output = Buffer.allocUnsafe(size);
+      written = await decoder.decode(input, output);
+    }
   } catch (err) {
     // Decoders reject with CodecError; anything else a codec library throws means the same.
     const detail = err instanceof CodecError ? err.message : `${decoder.name}: ${err instanceof Error ? err.message : String(err)}`;
     throw new CorruptedImageError(file.path, `${name}: ${detail}`);
   }
-  if (written !== output.length) throw new CorruptedImageError(file.path, `${name}: decodes to ${written} bytes, not ${output.length}`);
+  if (written !== size) throw new CorruptedImageError(file.path, `${name}: decodes to ${written} bytes, not ${size}`);
   return output;
 }

@@ -36,6 +36,8 @@ export function describeImage(s: DmgStructure, table: ChunkTable): LayerDetails 
     udifFormat: s.resources === 'none' ? 'UDRW' : (code ?? 'mixed'),
     virtualSize: table.size,
     compressedSize: s.koly.dataForkLength,
+    // The same, under the name every read-only base uses for the bytes that hold its disk.
+    storedSize: s.koly.dataForkLength,
     fileSize: s.fileSize,
     variant: s.koly.variant === 1 ? 'device image' : s.koly.variant === 2 ? 'partition image' : `variant ${s.koly.variant}`,
     resourceFork: s.resources,

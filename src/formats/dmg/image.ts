@@ -9,7 +9,11 @@
  *   with EPERM.
  * - Invariants: no UUIDs (a child recognises this base by `pin()`: size, mtime, inode, as for
  *   RAW); block size 512; size = sectors × 512. Checksums are verified by `check`, not on
- *   every read (a blkx checksum covers a whole partition).
+ *   reads: a blkx CRC32 covers a whole partition's decoded bytes in order, so a lazy check
+ *   would CRC every chunk a read decodes (node's crc32: ~0.3 ms per MiB, more than inflating a
+ *   zlib chunk, ~0.2 ms, and all of it on the event loop; raw chunks would pay it too), combine
+ *   the CRCs of chunks read out of order, and could only report a mismatch after the bytes
+ *   were served.
  */
 import { RequestError } from '../../block/errors.js';
 import { pushRun, type Run } from '../../block/runs.js';
@@ -22,7 +26,13 @@ import { describeImage } from './details.js';
 import { SECTOR } from './layout.js';
 import type { DmgStructure } from './load.js';
 
-export const DMG_DEFAULT_CACHE_BYTES = 32 * 1024 * 1024;
+/**
+ * 8 MiB (8 chunks as hdiutil and `convert` cut them): a whole-disk `nbdcopy` of a 1 GiB UDZO
+ * decodes each chunk exactly once at 4 MiB as at 32 MiB (the pieces of a chunk share its decode),
+ * in the same time, and 4 KiB random reads are decode-bound either way; 32 MiB raised the
+ * server's peak RSS from ~170 to ~200 MiB (scripts/bench/dmg-cache-size.sh).
+ */
+export const DMG_DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
 
 export class DmgImage implements Layer {
   readonly format = 'dmg' as const;

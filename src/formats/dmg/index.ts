@@ -15,7 +15,7 @@ export { checkDmg, type DmgCheckReport } from './check.js';
 export { DmgWriter, DEFAULT_PARTITION_NAME, type WriteDmgOptions, type DmgCompression } from './write.js';
 
 export interface OpenDmgOptions {
-  /** Bytes of decoded chunks kept in memory (default 32 MiB). */
+  /** Bytes of decoded chunks kept in memory (default 8 MiB: DMG_DEFAULT_CACHE_BYTES). */
   cacheBytes?: number;
 }
 

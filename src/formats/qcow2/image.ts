@@ -13,6 +13,7 @@
  * - Invariants: nothing is ever written (writes, zeroes, discards and truncation are EPERM);
  *   the backing layers are opened by this layer and closed with it.
  */
+import fs from 'node:fs/promises';
 import { pushRun, type Run } from '../../block/runs.js';
 import type { BlockFile } from '../../io/block-file.js';
 import type { Layer, LayerDetails, ParentPin } from '../layer.js';
@@ -23,6 +24,7 @@ import type { CompressedClusters } from './compressed.js';
 import type { CompressionType } from './features.js';
 import { hasBit, Incompatible, type Qcow2Header } from './header.js';
 import type { ClusterTables } from './tables.js';
+import { clusterUsage } from './usage.js';
 
 export const QCOW2_BLOCK_SIZE = 512;
 
@@ -80,7 +82,16 @@ export class Qcow2Image extends ReadOnlyBase implements Layer {
   async details(): Promise<LayerDetails> {
     const h = this.parts.header;
     const g = this.tables.geometry;
+    const chain = this.backingChain();
+    const fileSize = await this.file.size();
+    let storedSize = fileSize;
+    for (const link of chain) storedSize += (await fs.stat(link.path).catch(() => null))?.size ?? 0;
     return {
+      virtualSize: this.size,
+      // This file and its backing files: what the layer's bytes take on disk.
+      storedSize,
+      fileSize,
+      clusters: await clusterUsage(this.tables, this.size, this.parts.compression),
       version: h.version,
       compat: h.version === 2 ? '0.10' : '1.1',
       // Only when the header's size is not whole sectors (the layer's size drops the rest).
@@ -91,7 +102,7 @@ export class Qcow2Image extends ReadOnlyBase implements Layer {
       dirty: hasBit(h.incompatibleFeatures, Incompatible.dirty),
       corrupt: hasBit(h.incompatibleFeatures, Incompatible.corrupt),
       snapshots: h.nbSnapshots,
-      backingChain: this.backingChain().map((l) => ({ name: l.name, path: l.path, format: l.format, formatFrom: l.formatFrom })),
+      backingChain: chain.map((l) => ({ name: l.name, path: l.path, format: l.format, formatFrom: l.formatFrom })),
     };
   }
 

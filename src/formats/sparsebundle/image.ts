@@ -30,6 +30,16 @@ export interface SparseBundleParts {
   readonly bands: BandFiles;
   /** What pin() reports, read now. */
   readonly identity: () => Promise<ParentPin>;
+  /** The bytes of the bundle's files, read now. */
+  readonly usage: () => Promise<BundleUsage>;
+}
+
+/** What a sparse bundle takes on disk. */
+export interface BundleUsage {
+  /** Every file of the bundle (plists, token, bands). */
+  fileSize: number;
+  /** The band files, each counted up to the band size (the bytes that hold the disk). */
+  storedSize: number;
 }
 
 export class SparseBundleImage extends ReadOnlyBase implements Layer {
@@ -51,15 +61,20 @@ export class SparseBundleImage extends ReadOnlyBase implements Layer {
     return this.parts.identity();
   }
 
-  details(): Promise<LayerDetails> {
+  async details(): Promise<LayerDetails> {
     const info = this.parts.info;
-    return Promise.resolve({
+    const usage = await this.parts.usage();
+    return {
+      virtualSize: this.size,
+      // Bands are stored as they are: no codec.
+      storedSize: usage.storedSize,
+      fileSize: usage.fileSize,
       bandSize: info.bandSize,
       bands: Math.ceil(this.size / info.bandSize),
       bandFiles: this.parts.present.size,
       backingStoreVersion: info.backingStoreVersion,
       plist: info.source,
-    });
+    };
   }
 
   /** Calls `each` for every band piece of [offset, offset + length), in order. */

@@ -11,7 +11,7 @@ import { CorruptedImageError, ImageError, UnsupportedFormatError } from '../../b
 import type { ParentPin } from '../layer.js';
 import { BandFiles, bandName, DEFAULT_OPEN_BANDS } from './band-files.js';
 import { loadBundleInfo } from './info-plist.js';
-import { SparseBundleImage } from './image.js';
+import { SparseBundleImage, type BundleUsage } from './image.js';
 
 export { SparseBundleImage } from './image.js';
 
@@ -84,5 +84,19 @@ export async function openSparseBundle(bundle: string, options: SparseBundleOpen
     }
     return { size, plistMtime: await mtimeNs(plistFile), bandsMtime: await mtimeNs(bandsDir), newestBandMtime: newestBand.toString() };
   };
-  return new SparseBundleImage({ path: bundle, info, present, bands: new BandFiles(bandsDir, options.openBands ?? DEFAULT_OPEN_BANDS), identity });
+  const usage = async (): Promise<BundleUsage> => {
+    let fileSize = 0;
+    for (const name of (await entriesOf(bundle)) ?? []) {
+      const s = await fs.stat(path.join(bundle, name)).catch(() => null);
+      if (s?.isFile()) fileSize += s.size;
+    }
+    let storedSize = 0;
+    for (const index of present) {
+      const band = (await fs.stat(path.join(bandsDir, bandName(index))).catch(() => null))?.size ?? 0;
+      fileSize += band;
+      storedSize += Math.min(band, info.bandSize);
+    }
+    return { fileSize, storedSize };
+  };
+  return new SparseBundleImage({ path: bundle, info, present, bands: new BandFiles(bandsDir, options.openBands ?? DEFAULT_OPEN_BANDS), identity, usage });
 }

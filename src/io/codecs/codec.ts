@@ -13,6 +13,12 @@ export interface ChunkDecoder {
    * resolves with the number of bytes written. Rejects with CodecError on bad input.
    */
   decode(input: Uint8Array, output: Uint8Array): Promise<number>;
+  /**
+   * For codecs whose library makes its own output buffer: decodes all of `input` into a new
+   * buffer of at most `maxLength` bytes, without the copy into a caller's buffer. Rejects as
+   * `decode` does.
+   */
+  decodeToBuffer?(input: Uint8Array, maxLength: number): Promise<Buffer>;
 }
 
 /** The compressed bytes are not a valid stream of the codec. */

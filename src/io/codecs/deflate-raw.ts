@@ -16,7 +16,9 @@ import { CodecError, type ChunkDecoder } from './codec.js';
 const INLINE_MAX = 256 * 1024;
 
 function options(output: Uint8Array): zlib.ZlibOptions {
-  return { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, output.length) };
+  // One output piece of the cluster's size: the default 16 KiB pieces cost a pool round trip
+  // (or a copy, inline) each.
+  return { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, output.length), chunkSize: Math.max(zlib.constants.Z_MIN_CHUNK, output.length) };
 }
 
 function deliver(result: Buffer, output: Uint8Array): number {

@@ -41,7 +41,7 @@ export function standardFields(spec: BundleSpec): Record<string, string | number
 }
 
 /** Writes `data` into a new file, leaving 64 KiB-aligned all-zero pieces as holes. */
-async function writeSparse(file: string, data: Buffer): Promise<void> {
+export async function writeSparse(file: string, data: Buffer): Promise<void> {
   const handle = await fs.open(file, 'w');
   try {
     const piece = 64 * 1024;
