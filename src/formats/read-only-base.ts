@@ -1,12 +1,12 @@
 /**
- * What every read-only base format (qcow2, sparse bundle) shares: 512-byte blocks, no layer
- * UUIDs or layer type, and a refusal (EPERM) of every change. Such a base is written only
- * through an overlay stacked on it.
+ * What every read-only base shares (qcow2, sparse bundle, DMG; http, S3 and NBD objects):
+ * 512-byte blocks unless it says otherwise, no layer UUIDs or layer type, and a refusal
+ * (EPERM) of every change. Such a base is written only through an overlay stacked on it.
  */
 import { RequestError } from '../block/errors.js';
 
 export abstract class ReadOnlyBase {
-  readonly blockSize = 512;
+  readonly blockSize: number = 512;
   readonly readOnly = true;
   readonly layerUUID = null;
   readonly parentUUID = null;
@@ -19,22 +19,23 @@ export abstract class ReadOnlyBase {
     return Promise.reject(new RequestError('EPERM', `${this.path}: ${this.what} is a read-only base`));
   }
 
-  write(): Promise<void> {
+  write(_buf: Buffer, _offset: number): Promise<void> {
     return this.refuse();
   }
 
-  zero(): Promise<void> {
+  zero(_offset: number, _length: number): Promise<void> {
     return this.refuse();
   }
 
-  discard(): Promise<void> {
+  discard(_offset: number, _length: number): Promise<void> {
     return this.refuse();
   }
 
-  truncate(): Promise<void> {
+  truncate(_size: number): Promise<void> {
     return this.refuse();
   }
 
+  /** Nothing is ever written, so nothing needs flushing. */
   flush(): Promise<void> {
     return Promise.resolve();
   }

@@ -22,6 +22,7 @@ import { AllocationState, MetaContext } from '../nbd/constants.js';
 import { ExtentCache } from './extent-cache.js';
 import { NbdConnectionPool, type NbdPoolOptions, type PoolStats } from './nbd-pool.js';
 import { NbdSourceError, resolveNbdSource, type NbdSource } from './nbd-source.js';
+import { ReadOnlyBase } from '../formats/read-only-base.js';
 
 export { isNbdSource, NbdSourceError } from './nbd-source.js';
 export type { NbdPoolOptions } from './nbd-pool.js';
@@ -45,13 +46,10 @@ function clip(runs: readonly Run[], start: number, end: number): Run[] {
   return out;
 }
 
-export class NbdBase implements Layer {
+export class NbdBase extends ReadOnlyBase implements Layer {
   readonly format = 'nbd' as const;
-  readonly readOnly = true;
-  readonly layerUUID = null;
-  readonly parentUUID = null;
-  readonly layerType = null;
-  readonly blockSize: number;
+  protected readonly what = 'an NBD base';
+  override readonly blockSize: number;
   private readonly extents = new ExtentCache(CACHED_RUNS);
   private readonly pendingStatus: Array<{ start: number; stop: number; done: Promise<void> }> = [];
 
@@ -59,6 +57,7 @@ export class NbdBase implements Layer {
     private readonly source: NbdSource,
     private readonly pool: NbdConnectionPool,
   ) {
+    super();
     this.blockSize = pool.facts.minBlockSize > 512 ? 4096 : 512;
   }
 
@@ -193,30 +192,6 @@ export class NbdBase implements Layer {
     await Promise.all(work);
   }
 
-  private readOnlyError(): Promise<never> {
-    return Promise.reject(new RequestError('EPERM', `${this.path}: an NBD base is read-only`));
-  }
-
-  write(_buf: Buffer, _offset: number): Promise<void> {
-    return this.readOnlyError();
-  }
-
-  zero(_offset: number, _length: number): Promise<void> {
-    return this.readOnlyError();
-  }
-
-  discard(_offset: number, _length: number): Promise<void> {
-    return this.readOnlyError();
-  }
-
-  truncate(_size: number): Promise<void> {
-    return this.readOnlyError();
-  }
-
-  /** Nothing is ever written, so nothing needs flushing. */
-  flush(): Promise<void> {
-    return Promise.resolve();
-  }
 
   close(): Promise<void> {
     return this.pool.close();

@@ -14,16 +14,14 @@ import type { Layer, LayerDetails, ParentPin } from '../formats/layer.js';
 import { BlockReader } from './block-reader.js';
 import type { ResolvedRemoteOptions } from './options.js';
 import type { RemoteObject, Validators } from './remote-object.js';
+import { ReadOnlyBase } from '../formats/read-only-base.js';
 
 /** The sector size the stack sees (children of a remote base are made with 512-byte blocks). */
 export const REMOTE_SECTOR = 512;
 
-export class RemoteLayer implements Layer {
-  readonly blockSize = REMOTE_SECTOR;
-  readonly readOnly = true;
-  readonly layerUUID = null;
-  readonly parentUUID = null;
-  readonly layerType = null;
+export class RemoteLayer extends ReadOnlyBase implements Layer {
+  override readonly blockSize = REMOTE_SECTOR;
+  protected readonly what = 'a remote base';
   readonly size: number;
   private readonly reader: BlockReader;
   private readonly validators: Validators;
@@ -34,6 +32,7 @@ export class RemoteLayer implements Layer {
     private readonly options: ResolvedRemoteOptions,
     private readonly closeTransport: () => Promise<void>,
   ) {
+    super();
     this.validators = object.pinned;
     this.size = this.validators.size;
     this.reader = new BlockReader((offset, length) => object.readRange(offset, length), {
@@ -88,28 +87,6 @@ export class RemoteLayer implements Layer {
     }
     await this.reader.read(buf, offset);
   }
-
-  private refuse(): Promise<never> {
-    return Promise.reject(new RequestError('EPERM', `${this.path}: a remote base is read-only`));
-  }
-
-  write(): Promise<void> {
-    return this.refuse();
-  }
-
-  zero(): Promise<void> {
-    return this.refuse();
-  }
-
-  discard(): Promise<void> {
-    return this.refuse();
-  }
-
-  truncate(): Promise<void> {
-    return this.refuse();
-  }
-
-  async flush(): Promise<void> {}
 
   close(): Promise<void> {
     return this.closeTransport();

@@ -25,6 +25,7 @@ import { chunkName, decodeChunk } from './decode-chunk.js';
 import { describeImage } from './details.js';
 import { SECTOR } from './layout.js';
 import type { DmgStructure } from './load.js';
+import { ReadOnlyBase } from '../read-only-base.js';
 
 /**
  * 8 MiB (8 chunks as hdiutil and `convert` cut them): a whole-disk `nbdcopy` of a 1 GiB UDZO
@@ -34,13 +35,9 @@ import type { DmgStructure } from './load.js';
  */
 export const DMG_DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
 
-export class DmgImage implements Layer {
+export class DmgImage extends ReadOnlyBase implements Layer {
   readonly format = 'dmg' as const;
-  readonly blockSize = SECTOR;
-  readonly readOnly = true;
-  readonly layerUUID = null;
-  readonly parentUUID = null;
-  readonly layerType = null;
+  protected readonly what = 'a DMG image';
   private readonly cache: ChunkCache;
 
   constructor(
@@ -49,6 +46,7 @@ export class DmgImage implements Layer {
     readonly table: ChunkTable,
     cacheBytes = DMG_DEFAULT_CACHE_BYTES,
   ) {
+    super();
     this.cache = new ChunkCache(cacheBytes);
   }
 
@@ -123,28 +121,6 @@ export class DmgImage implements Layer {
       decoded.copy(part, 0, within, within + part.length);
     }
   }
-
-  private refuse(): Promise<never> {
-    return Promise.reject(new RequestError('EPERM', `${this.path}: a DMG image is read-only`));
-  }
-
-  write(): Promise<void> {
-    return this.refuse();
-  }
-
-  zero(): Promise<void> {
-    return this.refuse();
-  }
-
-  discard(): Promise<void> {
-    return this.refuse();
-  }
-
-  truncate(): Promise<void> {
-    return this.refuse();
-  }
-
-  async flush(): Promise<void> {}
 
   async close(): Promise<void> {
     this.cache.clear();
