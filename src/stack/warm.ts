@@ -126,7 +126,7 @@ export async function warmStack(stack: Stack, ranges: readonly WarmRange[] | nul
   const cacheIndex = stack.layers.findIndex((l) => l.layerType === 'cache');
   if (cacheIndex <= 0) throw new RequestError('EINVAL', 'the stack has no cache layer to warm');
   const cache = stack.layers[cacheIndex];
-  if (cache.readOnly) throw new RequestError('EPERM', `${cache.path}: the cache layer is open read-only (is another program using it?)`);
+  if (cache.readOnly) throw new RequestError('EPERM', `${cache.path}: the cache layer is open read-only (another program has it open for writing? a server warms the caches it serves with stackbd ctl warm)`);
   const jobs = Math.max(1, Math.floor(options.jobs ?? DEFAULT_JOBS));
   const pieceBytes = options.pieceBytes ?? DEFAULT_PIECE;
   if (!(pieceBytes > 0) || pieceBytes % cache.blockSize !== 0) throw new RangeError(`a warm piece of ${pieceBytes} bytes is not whole sectors`);
