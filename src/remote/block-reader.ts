@@ -4,7 +4,8 @@
  * - A block is fetched at most once at a time however many readers want it: a block being
  *   fetched is in `inflight`, and readers wait for that fetch. Adjacent missing blocks of one
  *   read are merged into one ranged request of at most `maxRequestBytes`.
- * - Fetched blocks go into a bytes-bounded LRU cache; a failed fetch leaves nothing behind (the
+ * - Fetched blocks (views of their request's buffer) go into a bytes-bounded LRU cache
+ *   (block-cache.ts); a failed fetch leaves nothing behind (the
  *   next read asks again) and fails every reader of its blocks with the fetch's error.
  * - Sequential reads are read ahead (readahead.ts); a failed readahead is dropped silently, the
  *   read that later needs the block fetches it again and reports the error.
@@ -111,8 +112,8 @@ export class BlockReader {
     const whole = this.fetch(offset, length);
     for (let k = 0; k < count; k++) {
       const index = start + k;
-      // Each block is copied out of the request's buffer so that the cache frees memory block by block.
-      const block = whole.then((data) => Buffer.from(data.subarray(k * bs, Math.min(length, (k + 1) * bs))));
+      // A view, not a copy: the cache counts the request's buffer while any of its blocks is kept.
+      const block = whole.then((data) => data.subarray(k * bs, Math.min(length, (k + 1) * bs)));
       block.catch(ignore);
       this.inflight.set(index, block);
       block.then(

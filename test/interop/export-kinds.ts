@@ -18,6 +18,8 @@
  *   depths (1 = overlay, 2 = base) appear; where neither holds data, the base's holes show
  *   (depth 2, hole+zero). A server that let the base show through where the overlay holds a
  *   range would read wrong bytes.
+ * - `http-stack` (http-kind.ts): the `stack` kind's base served by nginx over http://, with an
+ *   ASIF cache layer (filled whole when made, so its allocation is exact) and the overlay.
  *
  * ASIF images are whole 512-byte sectors: a suite that wants an odd size asks `alignedSize`.
  */
@@ -27,7 +29,9 @@ import { createAsif } from '../../src/formats/asif/index.js';
 import { openImage } from '../../src/formats/open-image.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
 import { runStackbd } from '../helpers/run-command.js';
-import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
+import type { Stack } from '../../src/stack/stack.js';
+import { httpStackKind } from './http-kind.js';
+import { CHUNK, LayerModel, SECTOR, StackModel, type ByteRange } from './layer-model.js';
 import { MiB, Prng, fileSystemBlockSize, regionBytes, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
 
 /** One extent as NBD metadata contexts report it. */
@@ -41,8 +45,12 @@ export interface ExpectedExtent {
 }
 
 export interface PreparedImage {
-  /** The files to export, bottom first (`--export NAME=p1,p2,...`). */
+  /** The files (or a URL for the base) to export, bottom first (`--export NAME=p1,p2,...`). */
   paths: string[];
+  /** When the base is a URL: the local file its origin serves. */
+  origin?: string;
+  /** A cache layer: the server opens it for writing even when it serves read-only (its fills). */
+  cache?: string;
   /** The extents of the untouched image, merged, covering the whole disk. */
   extents: ExpectedExtent[];
 }
@@ -148,7 +156,7 @@ async function writeAll(write: (buf: Buffer, offset: number) => Promise<unknown>
   }
 }
 
-function checkAligned(kind: string, layout: ImageLayout): void {
+export function checkAligned(kind: string, layout: ImageLayout): void {
   if (layout.size % SECTOR !== 0) {
     throw new Error(`a ${kind} export is whole 512-byte sectors; ${layout.size} is not: size the layout with alignedSize(kind, size)`);
   }
@@ -201,6 +209,36 @@ export const asifKind: ExportKind = {
   },
 };
 
+/**
+ * The base of a `stack` kind, written to `file`: the layout, with other bytes where the overlay
+ * will hold the regions (every other one), and junk in a free chunk, which the overlay zeroes.
+ * Returns what the overlay must hold and the base's data ranges.
+ */
+export async function writeStackBase(file: string, layout: ImageLayout): Promise<{ upper: DataRegion[]; free: number | null; baseData: ByteRange[] }> {
+  const upper = layout.regions.filter((_, i) => i % 2 === 1);
+  const free = freeChunk(layout);
+  const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? { ...r, seed: (r.seed ^ 0x0bad_5eed) >>> 0 } : r));
+  await writeRawImage(file, { size: layout.size, regions: baseRegions });
+  if (free !== null) {
+    const handle = await fs.open(file, 'r+');
+    await handle.write(junk(layout.regions.length + 1, CHUNK), 0, CHUNK, free);
+    await handle.close();
+  }
+  return { upper, free, baseData: free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }] };
+}
+
+/** Writes the upper regions into the stack's top and zeroes the free chunk, in the model too. */
+export async function writeStackTop(stack: Stack, model: StackModel, upper: readonly DataRegion[], free: number | null): Promise<void> {
+  for (const region of upper) {
+    await writeAll((buf, at) => stack.write(buf, at), region);
+    model.write(region.offset, region.length);
+  }
+  if (free !== null) {
+    await stack.writeZeroes(free, CHUNK);
+    model.writeZeroes(free, CHUNK, false);
+  }
+}
+
 /** A RAW base and an ASIF overlay: see the header of this file. */
 export const stackKind: ExportKind = {
   name: 'stack',
@@ -208,31 +246,13 @@ export const stackKind: ExportKind = {
     checkAligned('stack', layout);
     const base = path.join(dir, `${baseName}.base.raw`);
     const overlay = path.join(dir, `${baseName}.overlay.asif`);
-    const upper = layout.regions.filter((_, i) => i % 2 === 1);
-    const free = freeChunk(layout);
-    // The base: the layout, with other bytes where the overlay will hold the regions, and junk
-    // in the free chunk, which the overlay zeroes.
-    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? { ...r, seed: (r.seed ^ 0x0bad_5eed) >>> 0 } : r));
-    await writeRawImage(base, { size: layout.size, regions: baseRegions });
-    if (free !== null) {
-      const handle = await fs.open(base, 'r+');
-      await handle.write(junk(layout.regions.length + 1, CHUNK), 0, CHUNK, free);
-      await handle.close();
-    }
+    const { upper, free, baseData } = await writeStackBase(base, layout);
     // An overlay above a RAW base has no parent UUID (what `stackbd append` creates).
     await createAsif(overlay, { blockCount: layout.size / SECTOR, layerType: 'overlay', parentUUID: null });
-    const baseData = free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }];
     const model = new StackModel([LayerModel.raw(layout.size, await fileSystemBlockSize(dir), baseData), LayerModel.layer(layout.size)]);
     const image = await DiskImage.open([base, overlay], { mode: 'readWrite' });
     try {
-      for (const region of upper) {
-        await writeAll((buf, at) => image.stack.write(buf, at), region);
-        model.write(region.offset, region.length);
-      }
-      if (free !== null) {
-        await image.stack.writeZeroes(free, CHUNK);
-        model.writeZeroes(free, CHUNK, false);
-      }
+      await writeStackTop(image.stack, model, upper, free);
     } finally {
       await image.close();
     }
@@ -260,7 +280,12 @@ export const stackKind: ExportKind = {
   },
 };
 
-export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind];
+export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind, httpStackKind];
+
+/** The local files of an image: its paths, with a URL base replaced by the file its origin serves. */
+export function localFiles(image: PreparedImage): string[] {
+  return image.paths.map((p) => (/^https?:\/\//.test(p) ? image.origin! : p));
+}
 
 export interface PreparedExport extends PreparedImage {
   /** The reference RAW file the image was built from (`BASE.reference.raw`). */

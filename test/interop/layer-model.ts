@@ -25,7 +25,9 @@
  *   ones; a trim discards only the whole sectors inside its range. A read that falls through
  *   the cache layer fills the cache with the whole sectors it read from below that are data
  *   there; zeros below (RAW holes, zero chunks, sectors no layer holds) are not copied, so
- *   those sectors stay absent in the cache.
+ *   those sectors stay absent in the cache. (Data below whose bytes fill a whole chunk with
+ *   zeros becomes a zero chunk of the cache: the layouts of these tests never read such a
+ *   chunk as data, so the model leaves it out.)
  * - Composition: the topmost layer whose sector is `data` or `zero` decides it (depth 1 = top);
  *   `absent` everywhere is depth 0 and reads as zeros. base:allocation is 0 for data and
  *   3 (HOLE|ZERO) for zero or absent everywhere.

@@ -47,7 +47,8 @@ import { NbdClient, NbdRequestError, type BlockStatusExtent } from '../../src/nb
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { runStackbd } from '../helpers/run-command.js';
-import { EXPORT_KINDS, prepareExport, type ExportKind, type PreparedExport } from './export-kinds.js';
+import { EXPORT_KINDS, localFiles, prepareExport, type ExportKind, type PreparedExport } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import {
   DiskModel,
   KiB,
@@ -400,7 +401,7 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
     layout = randomLayout(new Prng(seed ^ 0x5a5a5a5a), SIZE, 10, 1, 1 * MiB);
     image = await prepareExport(kind, dir, 'stackbd', layout);
     reference = await prepareQemuSide(kind, image, layout, dir, 'qemu');
-    for (const file of [...image.paths.slice(0, -1), ...(reference.base ? [reference.base] : [])]) unchanged.set(file, await sha256File(file));
+    for (const file of [...localFiles(image).slice(0, -1), ...(reference.base ? [reference.base] : [])]) unchanged.set(file, await sha256File(file));
     stackbd = await startStackbd({ exports: [{ name: 'disk', paths: image.paths }], socket: path.join(dir, 'stackbd.sock') });
     // qemu-nbd on a unix socket: over TCP, qemu-nbd 7.2's multi-chunk structured read replies
     // meet delayed ACKs and each read takes ~10x longer, which would make this test slow.
@@ -416,7 +417,10 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
   afterAll(async () => {
     await qemu?.stop();
     await stackbd?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   it('negotiates the same size, transmission flags and block sizes as qemu-nbd (nbdinfo, TCP on a free port)', async () => {
