@@ -167,4 +167,25 @@ describe('BlockCache', () => {
     expect(cache.get(20)).toBeUndefined();
     expect(cache.usedBytes).toBe(3 * B);
   });
+
+  it('counts a request buffer its blocks are views of once, and frees it only when its last block goes', () => {
+    const cache = new BlockCache(8 * B);
+    const request = (): Buffer[] => {
+      const whole = Buffer.alloc(4 * B);
+      return [0, 1, 2, 3].map((k) => whole.subarray(k * B, (k + 1) * B));
+    };
+    request().forEach((b, k) => cache.set(k, b));
+    expect(cache.usedBytes).toBe(4 * B);
+    request().forEach((b, k) => cache.set(4 + k, b));
+    expect(cache.usedBytes).toBe(8 * B);
+    // Block 1 used again: its request buffer stays while block 1 is kept.
+    expect(cache.get(1)).toBeDefined();
+    request().forEach((b, k) => cache.set(8 + k, b));
+    expect(cache.usedBytes).toBeLessThanOrEqual(8 * B);
+    expect(cache.get(8)).toBeDefined();
+    expect([0, 2, 3].map((i) => cache.get(i))).toEqual([undefined, undefined, undefined]);
+    // A view of a buffer larger than the bound is not kept.
+    cache.set(20, Buffer.alloc(16 * B).subarray(0, B));
+    expect(cache.get(20)).toBeUndefined();
+  });
 });
