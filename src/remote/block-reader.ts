@@ -38,7 +38,7 @@ export class BlockReader {
     private readonly o: BlockReaderOptions,
   ) {
     this.cache = new BlockCache(o.cacheBytes);
-    this.readahead = new Readahead(o.blockSize, o.readaheadMaxBytes, o.size);
+    this.readahead = new Readahead(o.blockSize, o.readaheadMaxBytes, o.size, Math.max(o.blockSize, Math.floor(o.maxRequestBytes / o.blockSize) * o.blockSize));
     this.maxBlocksPerRequest = Math.max(1, Math.floor(o.maxRequestBytes / o.blockSize));
   }
 
@@ -47,12 +47,23 @@ export class BlockReader {
     const bs = this.o.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((offset + buf.length - 1) / bs);
-    const blocks = this.want(first, last);
     const ahead = this.readahead.onRead(offset, buf.length);
+    let blocks: Array<Promise<Buffer>>;
     if (ahead) {
       this.stats.readaheadFetches++;
-      this.want(Math.floor(ahead.offset / bs), Math.floor((ahead.offset + ahead.length - 1) / bs)).forEach((p) => p.catch(ignore));
-    }
+      const aheadFirst = Math.floor(ahead.offset / bs);
+      const aheadLast = Math.floor((ahead.offset + ahead.length - 1) / bs);
+      if (aheadFirst <= last + 1) {
+        // The readahead continues this read: one run, so that the read's missing blocks and the
+        // blocks ahead go out in the same requests.
+        const all = this.want(first, Math.max(last, aheadLast));
+        all.slice(last - first + 1).forEach((p) => p.catch(ignore));
+        blocks = all.slice(0, last - first + 1);
+      } else {
+        blocks = this.want(first, last);
+        this.want(aheadFirst, aheadLast).forEach((p) => p.catch(ignore));
+      }
+    } else blocks = this.want(first, last);
     const end = offset + buf.length;
     await Promise.all(
       blocks.map(async (pending, i) => {
