@@ -205,6 +205,8 @@ if [[ $hosts -gt 0 ]]; then
     start_stackbd "$url" "$tmp/host$h-cache.asif" "$tmp/host$h-overlay.asif"
     host_pids+=("$server_pid"); host_ports+=("$server_port"); pids+=("$server_pid")
   done
+  host_cpu0=()
+  for p in "${host_pids[@]}"; do host_cpu0+=("$(cpu_of "$p")"); done
   mark=$(log_mark)
   copy_pids=()
   for h in $(seq 1 "$hosts"); do
@@ -218,7 +220,7 @@ if [[ $hosts -gt 0 ]]; then
   for h in $(seq 1 "$hosts"); do
     read -r t rc < "$tmp/host$h.result"
     [[ $rc -eq 0 ]] || failures=$((failures + 1))
-    cpu=$(cpu_of "${host_pids[$((h - 1))]}")
+    cpu=$(awk -v a="${host_cpu0[$((h - 1))]}" -v b="$(cpu_of "${host_pids[$((h - 1))]}")" 'BEGIN { print b - a }')
     line=$(printf '%-14s %-8s %.2f s, %.1f MiB/s, exit %d, server cpu %.2f s' "host $h/$hosts" nbdcopy "$t" "$(awk -v t="$t" -v b="$size_bytes" 'BEGIN { print b / 1048576 / t }')" "$rc" "$cpu")
     say "$line"; hosts_lines+=("$line")
   done
