@@ -108,7 +108,7 @@ say "base $size (25% allocated) at $url, ${delay} ms added each way"
 
 log_mark() { wc -l < "$tmp/nginx/access.log" 2>/dev/null || echo 0; }
 origin_since() { # origin_since MARK: "requests bytes" of the GETs logged after MARK lines (HEADs and 1-byte probes left out)
-  tail -n +"$(( $1 + 1 ))" "$tmp/nginx/access.log" | awk '$1 == "GET" && $3 > 1000 { n++; b += $3 } END { printf "%d %d", n, b }'
+  tail -n +"$(( $1 + 1 ))" "$tmp/nginx/access.log" | awk '$1 == "GET" && $3 > 1000 { n++; b += $3 } END { printf "%d %.0f", n, b }'
 }
 
 server_pid=""

@@ -31,6 +31,7 @@ import { DiskImage } from '../../src/stack/disk-image.js';
 import { runStackbd } from '../helpers/run-command.js';
 import type { Stack } from '../../src/stack/stack.js';
 import { httpStackKind } from './http-kind.js';
+import { ASIF_TRAITS } from './kind-traits.js';
 import { CHUNK, LayerModel, SECTOR, StackModel, type ByteRange } from './layer-model.js';
 import { MiB, Prng, fileSystemBlockSize, regionBytes, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
 
@@ -189,12 +190,7 @@ export const asifKind: ExportKind = {
     }
     return { paths: [file], extents: new StackModel([model]).extents() };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TRAITS,
   qemuEquivalent: 'raw-copy',
   async readBack(image, size) {
     const layer = await openImage(image.paths[0], { readOnly: true });
@@ -258,12 +254,7 @@ export const stackKind: ExportKind = {
     }
     return { paths: [base, overlay], extents: model.extents() };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TRAITS,
   qemuEquivalent: 'qcow2-overlay',
   async readBack(image, size) {
     // Flattened by the real CLI, as a user would.

@@ -26,6 +26,7 @@ import { warmStack } from '../../src/stack/warm.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { startNginx, type Nginx } from '../remote/helpers/nginx.js';
 import { checkAligned, stackKind, writeStackBase, writeStackTop, type ExportKind } from './export-kinds.js';
+import { ASIF_TRAITS } from './kind-traits.js';
 import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
 
 /** The origin serving each directory's bases. */
@@ -130,12 +131,7 @@ export const httpStackKind: ExportKind = {
     }
     return { paths: [url, cache, overlay], extents: model.extents(), origin: served, cache };
   },
-  sizeAlignment: SECTOR,
-  budget: 'modest',
-  fastZero: 'whole-chunks',
-  trim: 'whole-chunks',
-  chunkSize: CHUNK,
-  fileHoles: false,
+  ...ASIF_TRAITS,
   // qemu-nbd cannot stack a qcow2 overlay on our URL-plus-cache base: it serves a RAW copy.
   qemuEquivalent: 'raw-copy',
   readBack: (image, size) => stackKind.readBack(image, size),
