@@ -3,16 +3,18 @@
  * It only saves round trips for reads that come back soon (the stack's cache layer keeps what
  * was read for good); it never holds more than `maxBytes`.
  *
- * Blocks are views of the buffer one ranged request was read into (copying each block out
+ * A block is a list of views of the buffers its bytes were received in (copying each block out
  * would cost a copy of every byte fetched), so memory is counted by those buffers: a buffer
- * counts whole while any of its blocks is kept, and blocks are given up, oldest first, until
- * the buffers still referenced fit. A buffer larger than `maxBytes` is not kept at all.
+ * counts whole while any block viewing it is kept, and blocks are given up, oldest first,
+ * until the buffers still referenced fit. A block whose buffers are larger than `maxBytes` is
+ * not kept at all.
  */
 type Backing = ArrayBufferLike;
+type Block = readonly Buffer[];
 
 export class BlockCache {
   /** Map order is use order: the first entry is the least recently used. */
-  private readonly blocks = new Map<number, Buffer>();
+  private readonly blocks = new Map<number, Block>();
   /** Blocks kept of each backing buffer. */
   private readonly owners = new Map<Backing, number>();
   private bytes = 0;
@@ -24,7 +26,7 @@ export class BlockCache {
     return this.bytes;
   }
 
-  get(index: number): Buffer | undefined {
+  get(index: number): Block | undefined {
     const block = this.blocks.get(index);
     if (block) {
       this.blocks.delete(index);
@@ -33,11 +35,13 @@ export class BlockCache {
     return block;
   }
 
-  set(index: number, block: Buffer): void {
-    if (block.buffer.byteLength > this.maxBytes) return;
+  set(index: number, block: Block): void {
+    let own = 0;
+    for (const owner of new Set(block.map((part) => part.buffer))) own += owner.byteLength;
+    if (own > this.maxBytes) return;
     this.delete(index);
     this.blocks.set(index, block);
-    this.hold(block.buffer);
+    for (const part of block) this.hold(part.buffer);
     for (const [oldest] of this.blocks) {
       if (this.bytes <= this.maxBytes) break;
       this.delete(oldest);
@@ -48,7 +52,7 @@ export class BlockCache {
     const block = this.blocks.get(index);
     if (!block) return;
     this.blocks.delete(index);
-    this.release(block.buffer);
+    for (const part of block) this.release(part.buffer);
   }
 
   clear(): void {
