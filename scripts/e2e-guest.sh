@@ -4,16 +4,21 @@
 #   qemu    QEMU's own NBD client: -drive file=nbd://127.0.0.1:PORT/disk, /dev/vda in the guest
 #   kernel  the guest kernel's nbd module with Debian's nbd-client, reaching the server through
 #           QEMU user networking restricted to one forwarded port (restrict=on plus guestfwd)
-# Each mode serves a fresh stack base.raw (256 MiB sparse RAW) + overlay.asif. Afterwards the host
-# checks that the base is unchanged, the overlay holds the writes (map: depth-1 data), the
-# overlay is clean (check), and the flattened image (convert) passes e2fsck -fn and holds the
-# files with the checksums the guest recorded.
+# Each mode serves a fresh stack base.raw (256 MiB sparse RAW) + overlay.asif; the mode named by
+# --http-base (default: qemu) reads its base over http:// instead, from an nginx the script
+# starts (and stops by its pid) on a free loopback port, through an ASIF cache layer:
+# URL + cache.asif + overlay.asif. Afterwards the host checks that the base is unchanged, the
+# overlay holds the writes (map: depth-1 data), the overlay (and the cache) are clean (check),
+# and the flattened image (convert) passes e2fsck -fn and holds the files with the checksums the
+# guest recorded; with the http base also that the cache holds what the guest read (and how
+# many range GETs the origin saw, during the guest's run and for the flattening).
 #
 # The initramfs (busybox-static, the modules of the kernel that linux-image-amd64 installed,
 # Debian's mke2fs/e2fsck/fstrim/nbd-client with their libraries, scripts/e2e-guest/init.sh) is
 # built once and cached by kernel version and content hash.
 #
-# Usage: scripts/e2e-guest.sh [--mode qemu|kernel|both] [--keep] [--log-level LEVEL]
+# Usage: scripts/e2e-guest.sh [--mode qemu|kernel|both] [--http-base qemu|kernel|none] [--keep] [--log-level LEVEL]
+#   --http-base MODE   the mode whose base is read over http (default qemu; none: every base is a file)
 #   --keep             keep the work folder (images, console and server logs)
 #   --log-level LEVEL  the server's log level (trace logs every request; the script then counts
 #                      request types)
@@ -37,6 +42,7 @@ GUEST_HOST=10.0.2.100 # exists only inside QEMU's user network (slirp): guestfwd
 BOOT_TIMEOUT=${STACKBD_E2E_BOOT_TIMEOUT:-300}
 
 modes=(qemu kernel)
+http_base=qemu
 keep=0
 log_level=info
 while [[ $# -gt 0 ]]; do
@@ -46,6 +52,12 @@ while [[ $# -gt 0 ]]; do
         both) modes=(qemu kernel) ;;
         qemu | kernel) modes=("$2") ;;
         *) echo "e2e-guest: --mode takes qemu, kernel or both" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
+    --http-base)
+      case "${2:-}" in
+        qemu | kernel | none) http_base=$2 ;;
+        *) echo "e2e-guest: --http-base takes qemu, kernel or none" >&2; exit 2 ;;
       esac
       shift 2 ;;
     --keep) keep=1; shift ;;
@@ -68,6 +80,7 @@ record_timing() { timings+=("$(printf '%-28s %7ss' "$1" "$2")"); log "timing: $1
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started here is stopped by its pid on any exit.
 server_pid=''
+nginx_pid=''
 qemu_pid=''
 timeout_pid=''
 work=''
@@ -91,6 +104,7 @@ cleanup() {
   [[ -n "$qemu_pid" ]] && stop_pid "$qemu_pid" 5
   [[ -n "$timeout_pid" ]] && stop_pid "$timeout_pid" 5
   [[ -n "$server_pid" ]] && stop_pid "$server_pid" 15
+  [[ -n "$nginx_pid" ]] && stop_pid "$nginx_pid" 10
   if [[ -n "$work" && -d "$work" ]]; then
     if [[ $keep -eq 1 ]]; then log "kept the work folder $work"; else rm -rf "$work"; fi
   fi
@@ -110,6 +124,7 @@ need_packages() {
   [[ -x /sbin/nbd-client ]] || missing+=(nbd-client)
   [[ -x /sbin/mke2fs && -x /sbin/e2fsck && -x /sbin/debugfs ]] || missing+=(e2fsprogs)
   [[ -x /sbin/fstrim ]] || missing+=(util-linux)
+  [[ "$http_base" == none ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v cpio >/dev/null 2>&1 || missing+=(cpio)
   [[ ${#missing[@]} -eq 0 ]] && return 0
   if [[ "${STACKBD_E2E_NO_INSTALL:-0}" == 1 ]]; then
@@ -287,6 +302,57 @@ stop_server() {
   [[ $rc -eq 0 ]] || die "the server exited with status $rc after SIGTERM"
 }
 
+# ---------------------------------------------------------------------------------------------
+# The http origin (nginx) of the mode with an http base
+
+free_port() { node -e 'const s = require("node:net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'; }
+
+start_nginx() {
+  # start_nginx DIR ROOT: serves ROOT on a free loopback port; sets nginx_pid and nginx_port
+  local d=$1 root=$2 attempt i user_line=''
+  mkdir -p "$d/tmp"
+  [[ $(id -u) -eq 0 ]] && user_line='user root;'
+  for attempt in 1 2 3; do
+    nginx_port=$(free_port)
+    cat >"$d/nginx.conf" <<CONF
+$user_line
+daemon off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 256; }
+http {
+  log_format t escape=none '\$request_method \$status \$bytes_sent \$http_range';
+  access_log $d/access.log t;
+  client_body_temp_path $d/tmp/body; proxy_temp_path $d/tmp/proxy;
+  fastcgi_temp_path $d/tmp/fastcgi; uwsgi_temp_path $d/tmp/uwsgi; scgi_temp_path $d/tmp/scgi;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:$nginx_port; root $root; }
+}
+CONF
+    nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
+    nginx_pid=$!
+    for ((i = 0; i < 100; i++)); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null && return 0
+      kill -0 "$nginx_pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_pid "$nginx_pid" 5
+    nginx_pid=''
+    grep -q 'Address already in use' "$d/error.log" 2>/dev/null || break
+  done
+  cat "$d/error.log" >&2 2>/dev/null || true
+  die "nginx did not start"
+}
+
+stop_nginx() {
+  stop_pid "$nginx_pid" 10
+  nginx_pid=''
+}
+
+# Range GETs in nginx's access log (opening a base asks for bytes=0-0: not a read).
+origin_reads() { awk '$1 == "GET" && $4 ~ /^bytes=/ && $4 != "bytes=0-0" { n++ } END { print n + 0 }' "$1" 2>/dev/null || echo 0; }
+
 # Counts the request types the server logged at trace level.
 count_requests() {
   local logfile=$1
@@ -318,15 +384,30 @@ count_requests() {
 run_mode() {
   local mode=$1
   local dir="$work/$mode" t0 t_mode qemu_args console base_sum_before base_sum_after rc
+  local stack base_file
   mkdir -p "$dir"
   console="$dir/console.log"
   t_mode=$(now)
-  log "[$mode] stack: base.raw (256 MiB RAW) + overlay.asif"
-  limit "${STACKBD[@]}" create "$dir/base.raw" --size 256M --format raw >/dev/null
-  limit "${STACKBD[@]}" append "$dir/base.raw" --new "$dir/overlay.asif" --type overlay >/dev/null
-  base_sum_before=$(sha256sum "$dir/base.raw" | cut -d' ' -f1)
+  if [[ "$mode" == "$http_base" ]]; then
+    mkdir -p "$dir/www"
+    base_file="$dir/www/base.raw"
+    limit "${STACKBD[@]}" create "$base_file" --size 256M --format raw >/dev/null
+    start_nginx "$dir/nginx" "$dir/www"
+    local url="http://127.0.0.1:$nginx_port/base.raw"
+    log "[$mode] stack: $url (nginx, pid $nginx_pid) + cache.asif + overlay.asif"
+    limit "${STACKBD[@]}" append "$url" --new "$dir/cache.asif" --type cache >/dev/null
+    limit "${STACKBD[@]}" append "$url" "$dir/cache.asif" --new "$dir/overlay.asif" --type overlay >/dev/null
+    stack=("$url" "$dir/cache.asif" "$dir/overlay.asif")
+  else
+    base_file="$dir/base.raw"
+    log "[$mode] stack: base.raw (256 MiB RAW) + overlay.asif"
+    limit "${STACKBD[@]}" create "$base_file" --size 256M --format raw >/dev/null
+    limit "${STACKBD[@]}" append "$base_file" --new "$dir/overlay.asif" --type overlay >/dev/null
+    stack=("$base_file" "$dir/overlay.asif")
+  fi
+  base_sum_before=$(sha256sum "$base_file" | cut -d' ' -f1)
 
-  start_server "$dir/server.log" "$EXPORT=$dir/base.raw,$dir/overlay.asif"
+  start_server "$dir/server.log" "$EXPORT=$(IFS=,; echo "${stack[*]}")"
   log "[$mode] stackbd serve: pid $server_pid, 127.0.0.1:$server_port, export $EXPORT"
 
   # No default devices (no default NIC); the console goes to a file.
@@ -393,11 +474,11 @@ run_mode() {
     count_requests "$dir/server.log"
   fi
 
-  base_sum_after=$(sha256sum "$dir/base.raw" | cut -d' ' -f1)
+  base_sum_after=$(sha256sum "$base_file" | cut -d' ' -f1)
   [[ "$base_sum_before" == "$base_sum_after" ]] || die "[$mode] base.raw changed: $base_sum_before -> $base_sum_after"
   log "[$mode] base.raw unchanged (sha256 ${base_sum_after:0:16}...)"
 
-  limit "${STACKBD[@]}" map "$dir/base.raw" "$dir/overlay.asif" --json >"$dir/map.json"
+  limit "${STACKBD[@]}" map "${stack[@]}" --json >"$dir/map.json"
   node -e '
     const map = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
     const by = {};
@@ -407,12 +488,30 @@ run_mode() {
     if (top < 4 * 1048576) { console.error(`the overlay holds only ${top} bytes of data (expected at least the 4 MiB written)`); process.exit(1); }
   ' "$dir/map.json" || die "[$mode] the overlay does not hold the writes (see $dir/map.json)"
 
+  if [[ "$mode" == "$http_base" ]]; then
+    # The cache holds what the guest read through it: reading the whole stack again (convert
+    # below) must not ask the origin for any of that.
+    local reads_guest
+    reads_guest=$(origin_reads "$dir/nginx/access.log")
+    limit "${STACKBD[@]}" map "${stack[0]}" "$dir/cache.asif" --json >"$dir/cache-map.json"
+    node -e '
+      const map = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
+      const held = (s) => map.filter((e) => e.depth === 1 && e.state === s).reduce((n, e) => n + e.length, 0);
+      console.log(`  cache: ${(held("data") / 1048576).toFixed(2)} MiB data, ${(held("zero") / 1048576).toFixed(2)} MiB zero chunks`);
+      if (held("data") + held("zero") === 0) { console.error("the cache holds nothing of what the guest read"); process.exit(1); }
+    ' "$dir/cache-map.json" || die "[$mode] the cache layer holds nothing (see $dir/cache-map.json)"
+    log "[$mode] origin: $reads_guest range GETs while the guest ran"
+  fi
+
   # check: exit 0 clean, 1 leaked chunks only, 2 corrupt. ASIF keeps no free list on disk, so
   # whole chunks released by TRIM in the middle of the file and not reused before the server
   # closed the image are reported as leaked (harmless; the next read-write open reuses them).
   # Whether that happens depends on the order of the guest's writes and trims, so leaks are
   # reported but accepted; any error fails.
   rc=0
+  if [[ "$mode" == "$http_base" ]]; then
+    limit "${STACKBD[@]}" check "$dir/cache.asif" >"$dir/check-cache.log" 2>&1 || { cat "$dir/check-cache.log" >&2; die "[$mode] stackbd check cache.asif found errors"; }
+  fi
   limit "${STACKBD[@]}" check "$dir/overlay.asif" >"$dir/check.log" 2>&1 || rc=$?
   if [[ $rc -eq 1 ]]; then
     limit "${STACKBD[@]}" check --json "$dir/overlay.asif" >"$dir/check.json" 2>/dev/null || true
@@ -423,8 +522,14 @@ run_mode() {
   [[ $rc -eq 0 || $rc -eq 3 ]] || { cat "$dir/check.log" >&2; die "[$mode] stackbd check overlay.asif found errors (exit $rc)"; }
   log "[$mode] check overlay.asif: $(tail -n1 "$dir/check.log" | sed 's|.*: ||') ($(grep '^chunks:' "$dir/check.log"))"
 
-  limit "${STACKBD[@]}" convert "$dir/base.raw" "$dir/overlay.asif" -O "$dir/flat.raw" --output-format raw >"$dir/convert.log" 2>&1 ||
+  local reads_before=0
+  [[ "$mode" == "$http_base" ]] && reads_before=$(origin_reads "$dir/nginx/access.log")
+  limit "${STACKBD[@]}" convert "${stack[@]}" -O "$dir/flat.raw" --output-format raw >"$dir/convert.log" 2>&1 ||
     { cat "$dir/convert.log" >&2; die "[$mode] stackbd convert failed"; }
+  if [[ "$mode" == "$http_base" ]]; then
+    stop_nginx
+    log "[$mode] origin: $(($(origin_reads "$dir/nginx/access.log") - reads_before)) range GETs for the whole flattened disk (the cache held the rest)"
+  fi
   limit /sbin/e2fsck -fn "$dir/flat.raw" >"$dir/e2fsck.log" 2>&1 ||
     { cat "$dir/e2fsck.log" >&2; die "[$mode] e2fsck -fn on the flattened image is not clean"; }
   log "[$mode] e2fsck -fn flat.raw: clean ($(tail -n1 "$dir/e2fsck.log"))"

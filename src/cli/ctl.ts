@@ -1,5 +1,6 @@
 /** `stackbd ctl ACTION`: talks to a running server's admin API. */
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { adminRequest, type AdminTarget } from './admin-client.js';
 import { parseExportSpec } from './export-spec.js';
@@ -14,9 +15,11 @@ interface CtlArgs {
   'read-only': boolean;
   description?: string;
   new?: string;
+  ranges?: string;
+  jobs?: number;
 }
 
-const ACTIONS = ['health', 'list', 'show', 'add', 'remove', 'snapshot', 'metrics'] as const;
+const ACTIONS = ['health', 'list', 'show', 'add', 'remove', 'snapshot', 'warm', 'metrics'] as const;
 
 async function target(args: CtlArgs): Promise<AdminTarget> {
   const socketPath = args.socket ?? process.env.STACKBD_ADMIN_SOCKET;
@@ -44,8 +47,11 @@ export const ctlCommand: CommandModule<object, CtlArgs> = {
       .option('read-only', { type: 'boolean', default: false, describe: 'add: serve the new export read-only' })
       .option('description', { type: 'string', describe: 'add: description of the new export' })
       .option('new', { type: 'string', describe: 'snapshot: file of the new overlay' })
+      .option('ranges', { type: 'string', describe: 'warm: only the ranges in this file (lines "OFFSET LENGTH", or map JSON), read by the server' })
+      .option('jobs', { type: 'number', describe: 'warm: pieces read at once (default 4)' })
       .example('$0 ctl add vm2=base.raw,overlay2.asif --socket /run/stackbd/admin.sock', 'serve a new export')
-      .example('$0 ctl snapshot vm --new snap-1.asif --socket /run/stackbd/admin.sock', 'freeze the top overlay, continue on a new one') as unknown as Argv<CtlArgs>,
+      .example('$0 ctl snapshot vm --new snap-1.asif --socket /run/stackbd/admin.sock', 'freeze the top overlay, continue on a new one')
+      .example('$0 ctl warm vm --ranges records/vm.ranges --socket /run/stackbd/admin.sock', "fill the export's cache with what a recorded boot read") as unknown as Argv<CtlArgs>,
   handler: async (args) => {
     const t = await target(args);
     let response;
@@ -78,6 +84,14 @@ export const ctlCommand: CommandModule<object, CtlArgs> = {
       case 'snapshot': {
         if (!args.new) throw new UsageError('ctl snapshot needs --new PATH for the new overlay');
         response = await adminRequest(t, 'POST', `/exports/${encodeURIComponent(one(args, 'an export name'))}/snapshot`, { path: args.new });
+        break;
+      }
+      case 'warm': {
+        const body = {
+          ...(args.ranges !== undefined ? { rangesFile: path.resolve(args.ranges) } : {}),
+          ...(args.jobs !== undefined ? { jobs: args.jobs } : {}),
+        };
+        response = await adminRequest(t, 'POST', `/exports/${encodeURIComponent(one(args, 'an export name'))}/warm`, body);
         break;
       }
       default:

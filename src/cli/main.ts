@@ -20,6 +20,7 @@ import { probeCommand } from './probe.js';
 import { rebaseCommand } from './rebase.js';
 import { serveCommand } from './serve.js';
 import { truncateCommand } from './truncate.js';
+import { warmCommand } from './warm.js';
 import { CommandFailed, UsageError } from './usage-error.js';
 
 /** The exit statuses, as the README's table gives them. */
@@ -56,6 +57,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(commitCommand)
     .command(rebaseCommand)
     .command(convertCommand)
+    .command(warmCommand)
     .command(ctlCommand)
     .command(probeCommand)
     .demandCommand(1, 'name a command (see --help)')

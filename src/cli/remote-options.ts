@@ -24,7 +24,7 @@ const GROUP = 'Remote bases (http://, https://, s3://):';
 
 export function withRemoteOptions<T>(y: Argv<T>): Argv<T & RemoteArgs> {
   return y
-    .option('remote-block-size', { type: 'string', group: GROUP, describe: 'bytes fetched and cached per block, a power of two (default 256K)' })
+    .option('remote-block-size', { type: 'string', group: GROUP, describe: 'bytes fetched and cached per block, a power of two (default 64K; sequential reads are merged into requests of up to 4M)' })
     .option('remote-connections', { type: 'number', group: GROUP, describe: 'keep-alive connections per origin (default 16)' })
     .option('remote-cache', { type: 'string', group: GROUP, describe: 'memory kept for recently fetched blocks (default 32M)' })
     .option('remote-retries', { type: 'number', group: GROUP, describe: 'retries of a failed read, with backoff (default 5)' })

@@ -41,6 +41,7 @@ interface ServeArgs extends RemoteArgs {
   export?: string[];
   'read-only': boolean;
   'cache-max-size'?: string;
+  'record-reads'?: string;
   'sync-interval': number;
   'log-level': LogLevel;
   demo: boolean;
@@ -63,6 +64,10 @@ function builder(y: Argv): Argv<ServeArgs> {
     .option('cache-max-size', {
       type: 'string',
       describe: 'cache layers keep at most this much data, least recently used given up first (instead of the limit each records)',
+    })
+    .option('record-reads', {
+      type: 'string',
+      describe: 'record what clients read of each export in DIR/NAME.ranges (for stackbd warm --ranges)',
     })
     .option('sync-interval', {
       type: 'number',
@@ -160,7 +165,16 @@ async function handler(args: ServeArgs): Promise<void> {
   const cacheLimit = args['cache-max-size'] === undefined ? undefined : parseSize(args['cache-max-size'], '--cache-max-size');
   // Once the arguments are known to be good: a usage error stays one line.
   logNativeStatus(log);
-  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote, cacheLimit, noBacking: !args.backing };
+  const recordReadsDir = args['record-reads'];
+  if (recordReadsDir !== undefined) await fs.mkdir(recordReadsDir, { recursive: true });
+  const defaults = {
+    syncIntervalMs: syncInterval * 1000,
+    log,
+    remote,
+    cacheLimit,
+    noBacking: !args.backing,
+    ...(recordReadsDir !== undefined ? { recordReadsDir } : {}),
+  };
   const exports: Export[] = [];
   try {
     for (const spec of specs) {

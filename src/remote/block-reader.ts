@@ -4,15 +4,68 @@
  * - A block is fetched at most once at a time however many readers want it: a block being
  *   fetched is in `inflight`, and readers wait for that fetch. Adjacent missing blocks of one
  *   read are merged into one ranged request of at most `maxRequestBytes`.
- * - Fetched blocks go into a bytes-bounded LRU cache; a failed fetch leaves nothing behind (the
- *   next read asks again) and fails every reader of its blocks with the fetch's error.
+ * - A request's body is kept as the pieces it arrived in (views of what the socket read): a
+ *   block is the list of views of those pieces that cover it, so a byte is copied once, into
+ *   the reader's buffer. Fetched blocks go into a bytes-bounded LRU cache (block-cache.ts); a
+ *   failed fetch leaves nothing behind (the next read asks again) and fails every reader of its
+ *   blocks with the fetch's error.
  * - Sequential reads are read ahead (readahead.ts); a failed readahead is dropped silently, the
  *   read that later needs the block fetches it again and reports the error.
  */
 import { BlockCache } from './block-cache.js';
 import { Readahead } from './readahead.js';
 
-export type FetchRange = (offset: number, length: number) => Promise<Buffer>;
+/** Fetches [offset, offset + length) as pieces, in order, `length` bytes in all. */
+export type FetchRange = (offset: number, length: number) => Promise<Buffer[]>;
+
+/** A block's bytes: views of the pieces of the request that fetched it, in order. */
+export type Block = readonly Buffer[];
+
+/** Cuts `pieces` (covering `total` bytes) into blocks of `bs` bytes (the last may be shorter). */
+function cutBlocks(pieces: readonly Buffer[], count: number, bs: number, total: number): Block[] {
+  const blocks: Block[] = [];
+  let piece = 0;
+  let within = 0;
+  for (let k = 0; k < count; k++) {
+    let need = Math.min(bs, total - k * bs);
+    const parts: Buffer[] = [];
+    while (need > 0) {
+      const p = pieces[piece];
+      if (!p) throw new RangeError(`a fetch returned fewer than the ${total} bytes it was asked for`);
+      const n = Math.min(need, p.length - within);
+      parts.push(n === p.length ? p : p.subarray(within, within + n));
+      need -= n;
+      within += n;
+      if (within === p.length) {
+        piece++;
+        within = 0;
+      }
+    }
+    blocks.push(parts);
+  }
+  return blocks;
+}
+
+/** Copies block bytes [from, to) (relative to the block) into `buf` at `at`. */
+function copyOut(block: Block, from: number, to: number, buf: Buffer, at: number): void {
+  let pos = 0;
+  for (const part of block) {
+    const end = pos + part.length;
+    if (end > from && pos < to) {
+      const a = Math.max(from, pos);
+      const b = Math.min(to, end);
+      part.copy(buf, at + (a - from), a - pos, b - pos);
+    }
+    pos = end;
+    if (pos >= to) break;
+  }
+}
+
+function blockLength(block: Block): number {
+  let n = 0;
+  for (const part of block) n += part.length;
+  return n;
+}
 
 export interface BlockReaderOptions {
   size: number;
@@ -26,7 +79,7 @@ function ignore(): void {}
 
 export class BlockReader {
   private readonly cache: BlockCache;
-  private readonly inflight = new Map<number, Promise<Buffer>>();
+  private readonly inflight = new Map<number, Promise<Block>>();
   private readonly readahead: Readahead;
   private readonly maxBlocksPerRequest: number;
   /** Ranged requests started, and the blocks they covered (readahead included). */
@@ -37,7 +90,7 @@ export class BlockReader {
     private readonly o: BlockReaderOptions,
   ) {
     this.cache = new BlockCache(o.cacheBytes);
-    this.readahead = new Readahead(o.blockSize, o.readaheadMaxBytes, o.size);
+    this.readahead = new Readahead(o.blockSize, o.readaheadMaxBytes, o.size, Math.max(o.blockSize, Math.floor(o.maxRequestBytes / o.blockSize) * o.blockSize));
     this.maxBlocksPerRequest = Math.max(1, Math.floor(o.maxRequestBytes / o.blockSize));
   }
 
@@ -46,20 +99,31 @@ export class BlockReader {
     const bs = this.o.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((offset + buf.length - 1) / bs);
-    const blocks = this.want(first, last);
     const ahead = this.readahead.onRead(offset, buf.length);
+    let blocks: Array<Promise<Block>>;
     if (ahead) {
       this.stats.readaheadFetches++;
-      this.want(Math.floor(ahead.offset / bs), Math.floor((ahead.offset + ahead.length - 1) / bs)).forEach((p) => p.catch(ignore));
-    }
+      const aheadFirst = Math.floor(ahead.offset / bs);
+      const aheadLast = Math.floor((ahead.offset + ahead.length - 1) / bs);
+      if (aheadFirst <= last + 1) {
+        // The readahead continues this read: one run, so that the read's missing blocks and the
+        // blocks ahead go out in the same requests.
+        const all = this.want(first, Math.max(last, aheadLast));
+        all.slice(last - first + 1).forEach((p) => p.catch(ignore));
+        blocks = all.slice(0, last - first + 1);
+      } else {
+        blocks = this.want(first, last);
+        this.want(aheadFirst, aheadLast).forEach((p) => p.catch(ignore));
+      }
+    } else blocks = this.want(first, last);
     const end = offset + buf.length;
     await Promise.all(
       blocks.map(async (pending, i) => {
         const block = await pending;
         const blockStart = (first + i) * bs;
         const from = Math.max(offset, blockStart);
-        const to = Math.min(end, blockStart + block.length);
-        block.copy(buf, from - offset, from - blockStart, to - blockStart);
+        const to = Math.min(end, blockStart + blockLength(block));
+        copyOut(block, from - blockStart, to - blockStart, buf, from - offset);
       }),
     );
   }
@@ -70,10 +134,10 @@ export class BlockReader {
   }
 
   /** A promise of each block first..last: cached, being fetched, or fetched now (missing runs merged). */
-  private want(first: number, last: number): Array<Promise<Buffer>> {
+  private want(first: number, last: number): Array<Promise<Block>> {
     const lastBlock = Math.ceil(this.o.size / this.o.blockSize) - 1;
     const stop = Math.min(last, lastBlock);
-    const out: Array<Promise<Buffer>> = [];
+    const out: Array<Promise<Block>> = [];
     let runStart = -1;
     for (let i = first; i <= stop + 1; i++) {
       const have = i <= stop ? this.known(i) : undefined;
@@ -89,7 +153,7 @@ export class BlockReader {
     return out;
   }
 
-  private known(index: number): Promise<Buffer> | undefined {
+  private known(index: number): Promise<Block> | undefined {
     const cached = this.cache.get(index);
     if (cached) return Promise.resolve(cached);
     return this.inflight.get(index);
@@ -108,11 +172,10 @@ export class BlockReader {
     const length = Math.min(this.o.size, (start + count) * bs) - offset;
     this.stats.fetches++;
     this.stats.blocksFetched += count;
-    const whole = this.fetch(offset, length);
+    const whole = this.fetch(offset, length).then((pieces) => cutBlocks(pieces, count, bs, length));
     for (let k = 0; k < count; k++) {
       const index = start + k;
-      // Each block is copied out of the request's buffer so that the cache frees memory block by block.
-      const block = whole.then((data) => Buffer.from(data.subarray(k * bs, Math.min(length, (k + 1) * bs))));
+      const block = whole.then((blocks) => blocks[k]);
       block.catch(ignore);
       this.inflight.set(index, block);
       block.then(

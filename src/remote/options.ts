@@ -66,7 +66,7 @@ export interface ResolvedRemoteOptions {
 }
 
 export const REMOTE_DEFAULTS = {
-  blockSize: 256 * 1024,
+  blockSize: 64 * 1024,
   connections: 16,
   retries: 5,
   connectMs: 10_000,

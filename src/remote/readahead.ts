@@ -3,10 +3,14 @@
  *
  * A few streams are tracked at once (nbdcopy and guests read several regions in parallel). A
  * read that starts where a stream ended (give or take a block, as concurrent requests arrive
- * a little out of order) continues it and doubles its window, up to `maxBytes`; any other read
- * starts a new stream with no window, replacing the stream used least recently, so random
- * reads never trigger readahead and a stream that stops being sequential stops being read
- * ahead. Fetching is asked for in batches: only when less than half the window is left ahead.
+ * a little out of order) continues it; any other read starts a new stream with no window,
+ * replacing the stream used least recently, so random reads never trigger readahead and a
+ * stream that stops being sequential stops being read ahead. A continued stream's window starts
+ * at four times the read's length (at least two blocks: a guest reading 4 KiB sectors one after
+ * another is not read ahead by megabytes) and doubles with every read, up to `maxBytes`.
+ * Fetching is asked for in batches, only when less than half the window is left ahead; once
+ * the window is at least `align` (the largest request), a batch ends on a multiple of it, so
+ * that the batches after it are whole requests.
  */
 
 interface Stream {
@@ -33,6 +37,7 @@ export class Readahead {
     private readonly blockSize: number,
     private readonly maxBytes: number,
     private readonly size: number,
+    private readonly align = blockSize,
   ) {}
 
   /** Records a read; returns the range to fetch ahead of it, or null. */
@@ -49,10 +54,16 @@ export class Readahead {
     }
     stream.lastUse = this.uses;
     stream.end = Math.max(stream.end, end);
-    stream.window = Math.min(this.maxBytes, Math.max(2 * this.blockSize, stream.window * 2));
+    const first = Math.max(2 * this.blockSize, 4 * length);
+    stream.window = Math.min(this.maxBytes, stream.window === 0 ? first : stream.window * 2);
     const from = Math.max(stream.aheadTo, stream.end);
-    const to = Math.min(this.size, stream.end + stream.window);
+    let to = Math.min(this.size, stream.end + stream.window);
     if (to <= from || (to - from < stream.window / 2 && to < this.size)) return null;
+    if (stream.window >= this.align && to < this.size) {
+      // End on a request boundary: down if the batch stays at least half a window, else up.
+      const down = Math.floor(to / this.align) * this.align;
+      to = down - from >= stream.window / 2 ? down : Math.min(this.size, down + this.align);
+    }
     stream.aheadTo = to;
     return { offset: from, length: to - from };
   }

@@ -35,7 +35,7 @@ export class RemoteLayer extends ReadOnlyBase implements Layer {
     super();
     this.validators = object.pinned;
     this.size = this.validators.size;
-    this.reader = new BlockReader((offset, length) => object.readRange(offset, length), {
+    this.reader = new BlockReader((offset, length) => object.readPieces(offset, length), {
       size: this.size,
       blockSize: options.blockSize,
       maxRequestBytes: options.maxRequestBytes,

@@ -161,6 +161,12 @@ export class RemoteObject {
 
   /** The object's bytes [offset, offset + length), exactly, or a RequestError('EIO'). */
   async readRange(offset: number, length: number): Promise<Buffer> {
+    const pieces = await this.readPieces(offset, length);
+    return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, length);
+  }
+
+  /** Like `readRange`, as the pieces the body arrived in (in order, `length` bytes in all). */
+  async readPieces(offset: number, length: number): Promise<Buffer[]> {
     if (this.failure) throw this.failure;
     const range = `bytes=${offset}-${offset + length - 1}`;
     try {
@@ -180,7 +186,7 @@ export class RemoteObject {
     }
   }
 
-  private async readOnce(offset: number, length: number): Promise<Buffer> {
+  private async readOnce(offset: number, length: number): Promise<Buffer[]> {
     const end = offset + length - 1;
     const res = await this.send('GET', { Range: `bytes=${offset}-${end}`, ...this.conditional() });
     const size = this.pinned.size;
@@ -199,14 +205,19 @@ export class RemoteObject {
         res.discard();
         throw new RetryableError(`asked for bytes ${offset}-${end}, got Content-Range "${res.headers['content-range'] ?? ''}"`);
       }
-      const buf = Buffer.allocUnsafe(length);
+      let pieces: Buffer[];
       try {
-        await res.readExactly(buf);
+        if (res.readPieces) pieces = await res.readPieces(length);
+        else {
+          const buf = Buffer.allocUnsafe(length);
+          await res.readExactly(buf);
+          pieces = [buf];
+        }
       } catch (err) {
         throw new RetryableError(`the response body broke off: ${describeCause(err)}`);
       }
       this.stats.bytes += length;
-      return buf;
+      return pieces;
     }
     if (res.status >= 400 && res.status < 500 && res.status !== 412 && res.status !== 416 && res.status !== 429) {
       throw new FinalError(await this.explain(res, 'GET'));

@@ -16,6 +16,12 @@ export interface HttpResponse {
   readonly headers: Readonly<Record<string, string | undefined>>;
   /** Reads the whole body into `into`; rejects (and drops the connection) if it is longer or shorter. */
   readExactly(into: Buffer): Promise<void>;
+  /**
+   * Reads the whole body as the pieces it arrived in (views of what the socket read, no copy);
+   * rejects (and drops the connection) if it is longer or shorter than `length`. Optional: a
+   * transport without it is read with `readExactly`.
+   */
+  readPieces?(length: number): Promise<Buffer[]>;
   /** Reads at most `limit` bytes of the body as text (for error bodies), then drops the rest. */
   text(limit: number): Promise<string>;
   /** Drops the body unread; the connection is closed rather than drained when that is cheaper. */

@@ -84,6 +84,20 @@ export async function createUndiciTransport(options: ResolvedRemoteOptions): Pro
         }
         if (filled !== into.length) throw new BodyLengthError(`the response body ended after ${filled} of ${into.length} bytes`);
       },
+      readPieces: async (length) => {
+        const pieces: Buffer[] = [];
+        let got = 0;
+        for await (const chunk of body) {
+          got += chunk.length;
+          if (got > length) {
+            body.destroy();
+            throw new BodyLengthError(`the response body is longer than the ${length} bytes asked for`);
+          }
+          pieces.push(chunk);
+        }
+        if (got !== length) throw new BodyLengthError(`the response body ended after ${got} of ${length} bytes`);
+        return pieces;
+      },
       text: async (limit) => {
         const parts: Buffer[] = [];
         let got = 0;

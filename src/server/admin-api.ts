@@ -1,7 +1,8 @@
 /**
  * The admin API: HTTP (node:http, see http-json.ts) on a unix socket, on a loopback TCP port,
  * or both at once; with a token, every request must send it as a bearer token. It lists exports with their layers, connections and stats; adds and removes exports
- * (a removed export finishes what is in flight first); snapshots an export live; reports health;
+ * (a removed export finishes what is in flight first); snapshots an export live; warms an
+ * export's cache layer while it serves (a few pieces at a time, clients go on); reports health;
  * and serves Prometheus metrics at /metrics.
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -10,6 +11,8 @@ import type { Logger } from 'pino';
 import { displaySource } from '../remote/source.js';
 import { StackbdError } from '../block/errors.js';
 import { appendLiveOverlay } from '../stack/live-snapshot.js';
+import { warmStack, type WarmRange } from '../stack/warm.js';
+import { RangesFileError, readRangesFile } from '../stack/warm-ranges.js';
 import type { Export } from './export.js';
 import { HttpError, JsonServer, type Route } from './http-json.js';
 import type { ServerMetrics } from './metrics.js';
@@ -65,6 +68,30 @@ function parseExportRequest(body: unknown): ExportRequest {
   if (b.readOnly !== undefined && typeof b.readOnly !== 'boolean') throw new HttpError(400, '"readOnly" must be true or false');
   if (b.description !== undefined && typeof b.description !== 'string') throw new HttpError(400, '"description" must be a string');
   return { name: b.name, layers: b.layers, readOnly: b.readOnly === true, ...(typeof b.description === 'string' ? { description: b.description } : {}) };
+}
+
+/** Pieces a warm of a served export keeps in flight unless asked otherwise (clients go on meanwhile). */
+const WARM_JOBS = 4;
+
+async function parseWarmRequest(body: unknown): Promise<{ ranges: WarmRange[] | null; jobs: number }> {
+  const b = (body ?? {}) as { ranges?: unknown; rangesFile?: unknown; jobs?: unknown };
+  if (typeof b !== 'object' || Array.isArray(b)) throw new HttpError(400, 'expected a JSON object {ranges?, rangesFile?, jobs?}');
+  const jobs = b.jobs === undefined ? WARM_JOBS : b.jobs;
+  if (typeof jobs !== 'number' || !Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new HttpError(400, '"jobs" must be a whole number from 1 to 64');
+  if (b.ranges !== undefined && b.rangesFile !== undefined) throw new HttpError(400, 'give "ranges" or "rangesFile", not both');
+  if (typeof b.rangesFile === 'string') {
+    try {
+      return { ranges: await readRangesFile(b.rangesFile), jobs };
+    } catch (err) {
+      if (err instanceof RangesFileError) throw new HttpError(400, err.message);
+      throw err;
+    }
+  }
+  if (b.rangesFile !== undefined) throw new HttpError(400, '"rangesFile" must be a path');
+  if (b.ranges === undefined) return { ranges: null, jobs };
+  const ok = Array.isArray(b.ranges) && b.ranges.every((r) => Array.isArray(r) && r.length === 2 && r.every((n) => Number.isSafeInteger(n) && (n as number) >= 0));
+  if (!ok) throw new HttpError(400, '"ranges" must be a list of [offset, length] pairs of whole numbers');
+  return { ranges: (b.ranges as Array<[number, number]>).map(([offset, length]) => ({ offset, length })), jobs };
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
@@ -142,6 +169,21 @@ function routes(options: AdminApiOptions): Route[] {
         if (exp.readOnly) throw new HttpError(409, `export "${exp.name}" is read-only`);
         await exp.snapshot((stack) => appendLiveOverlay(stack, path));
         return { status: 201, json: describeExport(exp) };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/exports/:name/warm',
+      handle: async ({ params, body }) => {
+        const exp = find(params.name);
+        const { ranges, jobs } = await parseWarmRequest(body);
+        if (!exp.stack.hasCache) throw new HttpError(409, `export "${exp.name}" has no cache layer to warm`);
+        options.logger.info({ export: exp.name, ranges: ranges?.length ?? 'all', jobs }, 'warm started');
+        const result = await warmStack(exp.stack, ranges, { jobs, onWarning: (message) => options.logger.warn({ export: exp.name }, message) });
+        // What the warm stored is made durable now, not at the next tick of the sync timer.
+        await exp.syncIfDirty('warm finished');
+        options.logger.info({ export: exp.name, ...result }, 'warm finished');
+        return { status: 200, json: { export: exp.name, ...result } };
       },
     },
     { method: 'GET', path: '/metrics', handle: async () => ({ status: 200, text: await metrics.render(), contentType: metrics.contentType }) },

@@ -11,6 +11,7 @@ import type { WriteOptions, ZeroOptions } from '../formats/layer.js';
 import { MetaContext, TransmissionFlag } from '../nbd/constants.js';
 import type { DepthRun, Stack } from '../stack/stack.js';
 import { ExportStats } from './export-stats.js';
+import type { ReadRecorder } from './read-recorder.js';
 
 export interface ExportOptions {
   name: string;
@@ -18,6 +19,8 @@ export interface ExportOptions {
   /** Map changes reach disk at least this often even if no client sends FLUSH; 0 disables. */
   syncIntervalMs?: number;
   logger?: Logger;
+  /** Records what clients read (serve --record-reads), written when the last client leaves. */
+  readRecorder?: ReadRecorder;
 }
 
 export class Export {
@@ -90,7 +93,7 @@ export class Export {
   /** A connection went away; when it was the last one, what it wrote is made durable. */
   async detach(): Promise<void> {
     this.connections = Math.max(0, this.connections - 1);
-    if (this.connections === 0) await this.syncIfDirty('last connection closed');
+    if (this.connections === 0) await Promise.all([this.syncIfDirty('last connection closed'), this.options.readRecorder?.save()]);
   }
 
   private lock(offset: number, length: number): Promise<Release> {
@@ -116,6 +119,7 @@ export class Export {
   }
 
   read(buf: Buffer, offset: number): Promise<Run[]> {
+    this.options.readRecorder?.note(offset, buf.length);
     return this.stack.read(buf, offset);
   }
 
@@ -210,6 +214,7 @@ export class Export {
     if (this.timer) clearInterval(this.timer);
     if (this.syncing) await this.syncing;
     this.closed = true;
+    await this.options.readRecorder?.save();
     await this.stack.close();
   }
 }

@@ -54,6 +54,8 @@ export class ServerMetrics {
     new Gauge({ name: 'stackbd_connections', help: 'Open connections in transmission, by export', labelNames: ['export'], registers, collect: perExport((e) => e.connectionCount) });
     new Counter({ name: 'stackbd_cache_hit_bytes_total', help: 'Bytes read that the cache layer held', labelNames: ['export'], registers, collect: perExport((e) => e.stack.cacheStats.hitBytes) });
     new Counter({ name: 'stackbd_cache_miss_bytes_total', help: 'Bytes read through the cache layer from below it', labelNames: ['export'], registers, collect: perExport((e) => e.stack.cacheStats.missBytes) });
+    new Counter({ name: 'stackbd_cache_stored_data_bytes_total', help: 'Bytes the cache layer stored as data (reads and warms)', labelNames: ['export'], registers, collect: perExport((e) => e.stack.cacheStats.storedDataBytes) });
+    new Counter({ name: 'stackbd_cache_stored_zero_bytes_total', help: 'Bytes the cache layer stored as zeros', labelNames: ['export'], registers, collect: perExport((e) => e.stack.cacheStats.storedZeroBytes) });
     new Counter({ name: 'stackbd_syncs_total', help: 'Syncs (FLUSH, timer, last disconnect)', labelNames: ['export'], registers, collect: perExport((e) => e.stats.syncs) });
     new Counter({ name: 'stackbd_sync_seconds_total', help: 'Time spent in syncs', labelNames: ['export'], registers, collect: perExport((e) => e.stats.syncSeconds) });
     new Gauge({ name: 'stackbd_export_size_bytes', help: 'Virtual size of each export', labelNames: ['export'], registers, collect: perExport((e) => e.size) });

@@ -5,10 +5,11 @@
  * Rules:
  * - Reads: the topmost layer whose map says `data` or `zero` answers; `absent` asks the layer
  *   below; absent everywhere, or past a lower layer's end, reads as zeros.
- * - A read that falls through the cache layer also writes the data it got from below into the
- *   cache, in the background (the reply does not wait for it); zeros below are not copied.
- *   Only layers below the cache are read for a fill, and those never change, so a fill can
- *   never store data that a newer write above has replaced.
+ * - A read that falls through the cache layer also stores what it got from below in the cache,
+ *   in the background (the reply does not wait for it; cache-fill.ts: data as data, all-zero
+ *   chunks as zero chunks, zeros below not copied). Only layers below the cache are read for a
+ *   fill, and those never change, so a fill can never store data that a newer write above has
+ *   replaced. A prefetch (NBD_CMD_CACHE) is a warm of its range (warm.ts).
  * - Writes, zeroes and trims go to the top layer only, in whole units of its request alignment
  *   (an ASIF layer's sector; a RAW file takes any byte): a write that does not cover whole
  *   units reads the rest of its first and last unit through the stack first (this is the one
@@ -19,16 +20,14 @@ import { RequestError } from '../block/errors.js';
 import { pushRun, type Run } from '../block/runs.js';
 import type { Layer, WriteOptions, ZeroOptions } from '../formats/layer.js';
 import { padTrim, padWrite, padZero, type PaddingTarget } from './padding.js';
+import { CacheFill, emptyCacheStats, type CacheStats, type StoredBytes } from './cache-fill.js';
+import { warmStack } from './warm.js';
+
+export type { CacheStats } from './cache-fill.js';
 
 /** A run of the merged map, with the depth of the layer that supplies it (1 = top, 0 = none). */
 export interface DepthRun extends Run {
   depth: number;
-}
-
-/** Bytes read through the cache layer: found there (hits) or fetched from below (misses). */
-export interface CacheStats {
-  hitBytes: number;
-  missBytes: number;
 }
 
 export interface StackOptions {
@@ -38,17 +37,18 @@ export interface StackOptions {
   cacheStats?: CacheStats;
   /** Called when a background cache fill fails; the read that triggered it already succeeded. */
   onCacheFillError?: (err: unknown) => void;
+  /** The cache layer's fills (shared, like cacheStats, by the stacks a live snapshot makes). */
+  cacheFill?: CacheFill;
 }
 
-/** Reads and fills at most this many bytes at once when prefetching a range (NBD_CMD_CACHE). */
-const PREFETCH_PIECE = 4 * 1024 * 1024;
+/** Pieces of a prefetch (NBD_CMD_CACHE) read and stored at once. */
+const PREFETCH_JOBS = 4;
 
 export class Stack {
   readonly readOnly: boolean;
   private readonly cacheIndex: number;
-  private readonly pendingFills = new Set<Promise<void>>();
-  /** Fills written into the cache layer since the last flush (the export's timer syncs them). */
-  private fillsSinceFlush = 0;
+  /** Stores what reads fetch from below the cache layer into it; null without a cache layer. */
+  private readonly fill: CacheFill | null;
   readonly cacheStats: CacheStats;
 
   constructor(
@@ -59,12 +59,13 @@ export class Stack {
     this.cacheIndex = layers.findIndex((l) => l.layerType === 'cache');
     const top = layers[layers.length - 1];
     this.readOnly = (options.readOnly ?? false) || top.readOnly || top.layerType === 'cache';
-    this.cacheStats = options.cacheStats ?? { hitBytes: 0, missBytes: 0 };
+    this.cacheStats = options.cacheStats ?? emptyCacheStats();
+    this.fill = this.cacheIndex < 0 ? null : (options.cacheFill ?? new CacheFill(layers[this.cacheIndex], this.cacheStats, options.onCacheFillError));
   }
 
   /** The same stack with `layer` on top; the layers below are shared, not reopened. */
   withTop(layer: Layer): Stack {
-    return new Stack([...this.layers, layer], { ...this.options, cacheStats: this.cacheStats });
+    return new Stack([...this.layers, layer], { ...this.options, cacheStats: this.cacheStats, ...(this.fill ? { cacheFill: this.fill } : {}) });
   }
 
   get top(): Layer {
@@ -190,37 +191,29 @@ export class Stack {
     }
   }
 
-  /** Reads from below the cache layer, then stores what was read in the cache. */
+  /** Reads from below the cache layer, then stores what was read in the cache (in the background). */
   private async readBelowCache(level: number, part: Buffer, offset: number, found: Run[]): Promise<void> {
     const below: Run[] = [];
     await this.readLevel(level - 1, part, offset, below);
     found.push(...below);
-    const cache = this.layers[level];
-    const bs = cache.blockSize;
-    // Only data is worth keeping: zeros below (holes, discarded chunks) cost nothing to find again.
-    for (const run of below) {
-      if (run.state !== 'data') continue;
-      const start = Math.ceil(run.offset / bs) * bs;
-      const end = Math.floor((run.offset + run.length) / bs) * bs;
-      if (end <= start) continue;
-      // The fill gets its own copy: the caller's buffer goes out on the socket and may be reused.
-      const copy = Buffer.from(part.subarray(start - offset, end - offset));
-      const fill = cache.write(copy, start).catch((err: unknown) => this.options.onCacheFillError?.(err));
-      this.pendingFills.add(fill);
-      this.fillsSinceFlush++;
-      void fill.finally(() => this.pendingFills.delete(fill));
-    }
+    this.fill?.store(below, part, offset);
   }
 
-  /** Prefetch: reads the range so that it lands in the cache layer. Without a cache, nothing. */
+  /**
+   * Warm: reads [offset, offset + buf.length) from the layers below the cache layer into `buf`
+   * and stores it in the cache; resolves once it is stored, with what was stored.
+   */
+  async fillCache(buf: Buffer, offset: number): Promise<StoredBytes> {
+    if (!this.fill || this.cacheIndex === 0) throw new RangeError('this stack has no cache layer with layers below it');
+    const below: Run[] = [];
+    await this.readLevel(this.cacheIndex - 1, buf, offset, below);
+    return this.fill.storeNow(below, buf, offset);
+  }
+
+  /** Prefetch: stores the range in the cache layer (a warm of it). Without a writable cache, nothing. */
   async cache(offset: number, length: number): Promise<void> {
     if (!this.hasCache || this.layers[this.cacheIndex].readOnly) return;
-    const piece = Buffer.allocUnsafe(Math.min(length, PREFETCH_PIECE));
-    for (let done = 0; done < length; done += piece.length) {
-      const n = Math.min(piece.length, length - done);
-      await this.read(piece.subarray(0, n), offset + done);
-    }
-    await this.settleFills();
+    await warmStack(this, [{ offset, length }], { jobs: PREFETCH_JOBS, exact: true });
   }
 
   private assertWritable(): void {
@@ -270,23 +263,18 @@ export class Stack {
 
   /** True when the cache layer took fills that no flush has made durable yet. */
   get cacheDirty(): boolean {
-    return this.fillsSinceFlush > 0;
+    return this.fill?.dirty ?? false;
   }
 
   /** Makes every completed write durable: the top layer, and the cache's fills. */
   async flush(): Promise<void> {
-    await this.settleFills();
-    this.fillsSinceFlush = 0;
+    await this.fill?.settle();
     const work: Promise<void>[] = [];
     // A read-only stack can still have a writable cache on top (its fills).
     if (!this.top.readOnly) work.push(this.top.flush());
     const cache = this.hasCache ? this.layers[this.cacheIndex] : null;
     if (cache && cache !== this.top && !cache.readOnly) work.push(cache.flush());
     await Promise.all(work);
-  }
-
-  private async settleFills(): Promise<void> {
-    while (this.pendingFills.size > 0) await Promise.all([...this.pendingFills]);
   }
 
   /**
@@ -340,7 +328,7 @@ export class Stack {
   }
 
   async close(): Promise<void> {
-    await this.settleFills();
+    await this.fill?.settle();
     const errors: unknown[] = [];
     for (const layer of [...this.layers].reverse()) {
       try {

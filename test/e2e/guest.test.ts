@@ -1,9 +1,10 @@
 /**
  * The Linux guest end-to-end test (scripts/e2e-guest.sh): a Debian kernel booted under QEMU
- * (TCG) makes, fills, trims, remounts and verifies an ext4 filesystem on a stackbd export
- * (base.raw + overlay.asif), once through QEMU's own NBD client and once through the guest
- * kernel's nbd module and nbd-client; the host then checks the base, the overlay and the
- * flattened image. The script installs its Debian packages when they are missing; anything it
+ * (TCG) makes, fills, trims, remounts and verifies an ext4 filesystem on a stackbd export,
+ * once through QEMU's own NBD client, on a stack whose base is read over http:// from an nginx
+ * the script starts (URL + cache.asif + overlay.asif), and once through the guest kernel's nbd
+ * module and nbd-client (base.raw + overlay.asif); the host then checks the base, the cache,
+ * the overlay and the flattened image. The script installs its Debian packages when they are missing; anything it
  * cannot do fails this test with the script's output, it never skips.
  */
 import { spawn } from 'node:child_process';
@@ -57,6 +58,10 @@ describe('Linux guest end to end (scripts/e2e-guest.sh)', () => {
       const timings = result.output.split('\n').filter((l) => /^e2e-guest: (timing: |\[\w+\] guest: )/.test(l));
       console.log(timings.join('\n'));
       expect(result.output).toMatch(/\[qemu\] guest: PASS mode=qemu/);
+      // The qemu mode ran on an http base with a cache layer, which kept what the guest read.
+      expect(result.output).toMatch(/\[qemu\] stack: http:\/\/127\.0\.0\.1:\d+\/base\.raw \(nginx, pid \d+\) \+ cache\.asif \+ overlay\.asif/);
+      expect(result.output).toMatch(/^ {2}cache: [\d.]+ MiB data, [\d.]+ MiB zero chunks$/m);
+      expect(result.output).toMatch(/\[qemu\] origin: \d+ range GETs while the guest ran/);
       expect(result.output).toMatch(/\[kernel\] guest: PASS mode=kernel/);
       expect(result.output).toMatch(/^e2e-guest: PASS \(modes: qemu kernel\)$/m);
     },

@@ -21,6 +21,8 @@
  * - `qcow2-base`, `dmg-base`, `sparsebundle-base`: the same shape on a foreign read-only base
  *   (a qcow2 image with zero clusters and a compressed backing file; a UDZO DMG; a sparse
  *   bundle with missing, short and sparse bands): see foreign-kinds.ts.
+ * - `http-stack` (http-kind.ts): the `stack` kind's base served by nginx over http://, with an
+ *   ASIF cache layer (filled whole when made, so its allocation is exact) and the overlay.
  *
  * ASIF images are whole 512-byte sectors: a suite that wants an odd size asks `alignedSize`.
  */
@@ -29,9 +31,10 @@ import path from 'node:path';
 import { createAsif } from '../../src/formats/asif/index.js';
 import { openImage } from '../../src/formats/open-image.js';
 import { DiskImage } from '../../src/stack/disk-image.js';
-import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
-import { fileSystemBlockSize, writeRawImage, type ImageLayout } from './harness.js';
+import { CHUNK, LayerModel, SECTOR, StackModel, type ByteRange } from './layer-model.js';
+import { fileSystemBlockSize, writeRawImage, type DataRegion, type ImageLayout } from './harness.js';
 import { dmgBaseKind, qcow2BaseKind, sparseBundleBaseKind } from './foreign-kinds.js';
+import { httpStackKind } from './http-kind.js';
 import { ASIF_TOP, checkAligned, completeThroughOverlay, freeChunk, junk, otherBytes, readBackFlattened, writeAll } from './kind-helpers.js';
 
 /** One extent as NBD metadata contexts report it. */
@@ -45,8 +48,12 @@ export interface ExpectedExtent {
 }
 
 export interface PreparedImage {
-  /** The files to export, bottom first (`--export NAME=p1,p2,...`). */
+  /** The files (or a URL for the base) to export, bottom first (`--export NAME=p1,p2,...`). */
   paths: string[];
+  /** When the base is a URL: the local file its origin serves. */
+  origin?: string;
+  /** A cache layer: the server opens it for writing even when it serves read-only (its fills). */
+  cache?: string;
   /** The extents of the untouched image, merged, covering the whole disk. */
   extents: ExpectedExtent[];
   /** Files the export reads besides `paths` and never writes (a qcow2 base's backing file). */
@@ -180,20 +187,9 @@ export const stackKind: ExportKind = {
     checkAligned('stack', layout);
     const base = path.join(dir, `${baseName}.base.raw`);
     const overlay = path.join(dir, `${baseName}.overlay.asif`);
-    const upper = layout.regions.filter((_, i) => i % 2 === 1);
-    const free = freeChunk(layout);
-    // The base: the layout, with other bytes where the overlay will hold the regions, and junk
-    // in the free chunk, which the overlay zeroes.
-    const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? otherBytes(r) : r));
-    await writeRawImage(base, { size: layout.size, regions: baseRegions });
-    if (free !== null) {
-      const handle = await fs.open(base, 'r+');
-      await handle.write(junk(layout.regions.length + 1, CHUNK), 0, CHUNK, free);
-      await handle.close();
-    }
+    const { upper, free, baseData } = await writeStackBase(base, layout);
     // An overlay above a RAW base has no parent UUID (what `stackbd append` creates).
     await createAsif(overlay, { blockCount: layout.size / SECTOR, layerType: 'overlay', parentUUID: null });
-    const baseData = free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }];
     const model = new StackModel([LayerModel.raw(layout.size, await fileSystemBlockSize(dir), baseData), LayerModel.layer(layout.size)]);
     await completeThroughOverlay(await DiskImage.open([base, overlay], { mode: 'readWrite' }), model, upper, free);
     return { paths: [base, overlay], extents: model.extents() };
@@ -203,7 +199,25 @@ export const stackKind: ExportKind = {
   readBack: readBackFlattened,
 };
 
-export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind, qcow2BaseKind, dmgBaseKind, sparseBundleBaseKind];
+/**
+ * The base of a `stack` kind, written to `file`: the layout, with other bytes where the overlay
+ * will hold the regions (every other one), and junk in a free chunk, which the overlay zeroes.
+ * Returns what the overlay must hold and the base's data ranges.
+ */
+export async function writeStackBase(file: string, layout: ImageLayout): Promise<{ upper: DataRegion[]; free: number | null; baseData: ByteRange[] }> {
+  const upper = layout.regions.filter((_, i) => i % 2 === 1);
+  const free = freeChunk(layout);
+  const baseRegions = layout.regions.map((r, i) => (i % 2 === 1 ? otherBytes(r) : r));
+  await writeRawImage(file, { size: layout.size, regions: baseRegions });
+  if (free !== null) {
+    const handle = await fs.open(file, 'r+');
+    await handle.write(junk(layout.regions.length + 1, CHUNK), 0, CHUNK, free);
+    await handle.close();
+  }
+  return { upper, free, baseData: free === null ? layout.regions : [...layout.regions, { offset: free, length: CHUNK }] };
+}
+
+export const EXPORT_KINDS: readonly ExportKind[] = [rawKind, asifKind, stackKind, qcow2BaseKind, dmgBaseKind, sparseBundleBaseKind, httpStackKind];
 
 export interface PreparedExport extends PreparedImage {
   /** The reference RAW file the image was built from (`BASE.reference.raw`). */
@@ -221,8 +235,8 @@ export async function prepareExport(kind: ExportKind, dir: string, baseName: str
   return { ...(await kind.prepare(reference, layout, dir, baseName)), reference };
 }
 
-/** Every file an image reads: its paths (a sparse bundle's directory: every file inside), then
- * its backing files. */
+/** Every local file an image reads: its paths (a sparse bundle's directory: every file inside;
+ * a URL base: the file its origin serves), then its backing files. */
 export async function filesOf(image: PreparedImage): Promise<string[]> {
   const out: string[] = [];
   const walk = async (p: string): Promise<void> => {
@@ -232,6 +246,6 @@ export async function filesOf(image: PreparedImage): Promise<string[]> {
     }
     for (const entry of (await fs.readdir(p)).sort()) await walk(path.join(p, entry));
   };
-  for (const p of [...image.paths, ...(image.backingFiles ?? [])]) await walk(p);
+  for (const p of [...image.paths, ...(image.backingFiles ?? [])]) await walk(/^https?:\/\//.test(p) ? image.origin! : p);
   return out;
 }

@@ -25,7 +25,9 @@
  *   ones; a trim discards only the whole sectors inside its range. A read that falls through
  *   the cache layer fills the cache with the whole sectors it read from below that are data
  *   there; zeros below (RAW holes, zero chunks, sectors no layer holds) are not copied, so
- *   those sectors stay absent in the cache.
+ *   those sectors stay absent in the cache. (Data below whose bytes fill a whole chunk with
+ *   zeros becomes a zero chunk of the cache: the layouts of these tests never read such a
+ *   chunk as data, so the model leaves it out.)
  * - A read-only base of another format (qcow2, DMG, sparse bundle) says per range `data`,
  *   `zero` or `absent` (its own map, taken from an oracle or from its reader, which the format
  *   tests check); it is never written through a stack.

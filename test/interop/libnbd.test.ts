@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { EXPORT_KINDS, prepareExport, type PreparedImage } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import {
   DEBIAN_PYTHON,
   KiB,
@@ -95,7 +96,10 @@ describe.each(EXPORT_KINDS)('libnbd (nbdsh and Python bindings) against a $name 
 
   afterAll(async () => {
     await server?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   it('libnbd 1.14 offers no extended headers, only structured and simple replies', async () => {

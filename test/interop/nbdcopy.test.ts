@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { EXPORT_KINDS, prepareExport } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import {
   MiB,
   Prng,
@@ -88,7 +89,10 @@ describe.each(EXPORT_KINDS)('nbdcopy against a $name export', (kind) => {
 
   afterAll(async () => {
     await server?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   /** Runs nbdcopy and counts the connections the server accepted meanwhile. */

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { EXPORT_KINDS, prepareExport, type PreparedImage } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import { contextRuns, mergeRuns } from './layer-model.js';
 import {
   KiB,
@@ -93,7 +94,10 @@ describe.each(EXPORT_KINDS)('nbdinfo against a $name export', (kind) => {
 
   afterAll(async () => {
     await server?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   function checkExport(e: NbdinfoExport, name: string): void {

@@ -13,6 +13,7 @@ import { NbdClient } from '../../src/nbd/client.js';
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { EXPORT_KINDS, prepareExport, type PreparedExport } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import {
   DiskModel,
   GiB,
@@ -97,7 +98,10 @@ describe.each(EXPORT_KINDS)('qemu-img against a $name export', (kind) => {
 
   afterAll(async () => {
     await server?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   it(`info reports a raw image of ${BIG_LABEL}`, async () => {

@@ -11,6 +11,7 @@ import { NbdClient } from '../../src/nbd/client.js';
 import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { EXPORT_KINDS, prepareExport, trimEffect, type ExportKind } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import {
   DiskModel,
   GiB,
@@ -160,7 +161,10 @@ describe.each(EXPORT_KINDS)('qemu-io against a $name export', (kind) => {
 
   afterAll(async () => {
     await server?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   function qemuIo(script: Script, extra: string[] = [], uri = server.uri('disk')): Promise<RunResult> {

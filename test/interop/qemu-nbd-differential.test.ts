@@ -49,6 +49,7 @@ import { requireTool } from '../helpers/require-tool.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { EXPORT_KINDS, filesOf, prepareExport, type ExportKind, type PreparedExport } from './export-kinds.js';
+import { releaseExports } from './http-kind.js';
 import {
   DiskModel,
   KiB,
@@ -401,7 +402,7 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
     layout = randomLayout(new Prng(seed ^ 0x5a5a5a5a), SIZE, 10, 1, 1 * MiB);
     image = await prepareExport(kind, dir, 'stackbd', layout);
     reference = await prepareQemuSide(kind, image, layout, dir, 'qemu');
-    const bases = await filesOf({ paths: image.paths.slice(0, -1), extents: [], backingFiles: image.backingFiles });
+    const bases = await filesOf({ paths: image.paths.slice(0, -1), extents: [], backingFiles: image.backingFiles, origin: image.origin });
     for (const file of [...bases, ...(reference.base ? [reference.base] : [])]) unchanged.set(file, await sha256File(file));
     stackbd = await startStackbd({ exports: [{ name: 'disk', paths: image.paths }], socket: path.join(dir, 'stackbd.sock') });
     // qemu-nbd on a unix socket: over TCP, qemu-nbd 7.2's multi-chunk structured read replies
@@ -418,7 +419,10 @@ describe.each(EXPORT_KINDS)('differential: stackbd ($name) against qemu-nbd', (k
   afterAll(async () => {
     await qemu?.stop();
     await stackbd?.stop();
-    if (dir) await removeDir(dir);
+    if (dir) {
+      await releaseExports(dir);
+      await removeDir(dir);
+    }
   });
 
   it('negotiates the same size, transmission flags and block sizes as qemu-nbd (nbdinfo, TCP on a free port)', async () => {

@@ -9,7 +9,9 @@
  * - `status-429`: 429 with Retry-After: 0;
  * - `full-200`: forward without the Range header, so the origin answers 200 with the whole object;
  * - `wrong-range`: forward, but shift the Content-Range the client sees by 512 bytes;
- * - `status-403`: 403 (not worth retrying).
+ * - `status-403`: 403 (not worth retrying);
+ * - `hold`: forward only once `release()` is called (the origin seems busy, for as long as a
+ *   test needs; nothing times out meanwhile when the wait is shorter than the client's timeout).
  * Always on: `latencyMs` before forwarding a request and again before answering; optionally
  * HEAD refused (405) and the validators (ETag, Last-Modified) stripped. It counts requests
  * and body bytes sent to clients. It listens on 127.0.0.1 port 0 and is closed by the test.
@@ -17,7 +19,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 
-export type Fault = 'reset' | 'stall' | 'stall-body' | 'short' | 'status-503' | 'status-429' | 'full-200' | 'wrong-range' | 'status-403';
+export type Fault = 'reset' | 'stall' | 'stall-body' | 'short' | 'status-503' | 'status-429' | 'full-200' | 'wrong-range' | 'status-403' | 'hold';
 
 export interface FaultProxyOptions {
   upstreamPort: number;
@@ -31,6 +33,10 @@ export interface FaultProxy {
   inject(fault: Fault, count?: number): void;
   /** Faults still waiting to be used. */
   pending(): number;
+  /** Range GETs being held (`hold`) right now. */
+  held(): number;
+  /** Lets every held GET through, and drops the `hold` faults still waiting. */
+  release(): void;
   refuseHead: boolean;
   stripValidators: boolean;
   latencyMs: number;
@@ -43,6 +49,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy> {
   const queue: Fault[] = [];
   const sockets = new Set<Socket>();
+  let holding = 0;
+  let releaseHeld: () => void = () => undefined;
+  let held = new Promise<void>((resolve) => (releaseHeld = resolve));
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const state = {
     refuseHead: false,
@@ -109,6 +118,12 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
           return;
         case 'stall':
           return;
+        case 'hold':
+          holding++;
+          await held;
+          holding--;
+          forward(req, res, null);
+          return;
         case 'status-503':
         case 'status-429':
         case 'status-403': {
@@ -137,6 +152,12 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       for (let i = 0; i < count; i++) queue.push(fault);
     },
     pending: () => queue.length,
+    held: () => holding,
+    release: () => {
+      for (let i = queue.length - 1; i >= 0; i--) if (queue[i] === 'hold') queue.splice(i, 1);
+      releaseHeld();
+      held = new Promise<void>((resolve) => (releaseHeld = resolve));
+    },
     get refuseHead() {
       return state.refuseHead;
     },
