@@ -5,6 +5,7 @@ import type { ExportRequest } from '../server/admin-api.js';
 import { Export } from '../server/export.js';
 import { DiskImage } from '../stack/disk-image.js';
 import { parseLayerSpec } from '../stack/layer-spec.js';
+import type { SharedLayers } from '../stack/shared-layers.js';
 
 export interface ExportDefaults {
   syncIntervalMs: number;
@@ -13,6 +14,8 @@ export interface ExportDefaults {
   remote?: RemoteOptions;
   /** Bound every cache layer's data to this many bytes, instead of the limit it records. */
   cacheLimit?: number;
+  /** The server's registry of read-only layers: exports over one base share one open of it. */
+  shared?: SharedLayers;
 }
 
 export async function openExport(request: ExportRequest, defaults: ExportDefaults): Promise<Export> {
@@ -21,6 +24,7 @@ export async function openExport(request: ExportRequest, defaults: ExportDefault
     mode: request.readOnly ? 'readOnly' : 'readWrite',
     readOnlyWhenCacheTop: true,
     cacheLimit: defaults.cacheLimit,
+    shared: defaults.shared,
     onWarning: (message) => log.warn({ export: request.name }, message),
     remote: { ...defaults.remote, onWarning: (message) => log.warn({ export: request.name }, message) },
     stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },

@@ -16,6 +16,7 @@ import { openExport } from './open-export.js';
 import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
 import { notifyServiceManager } from './sd-notify.js';
+import { SharedLayers } from '../stack/shared-layers.js';
 import { parseSize } from './size.js';
 import { inheritedListenFds, planListeners } from './socket-activation.js';
 import { UsageError } from './usage-error.js';
@@ -155,7 +156,8 @@ async function handler(args: ServeArgs): Promise<void> {
   const cacheLimit = args['cache-max-size'] === undefined ? undefined : parseSize(args['cache-max-size'], '--cache-max-size');
   // Once the arguments are known to be good: a usage error stays one line.
   logNativeStatus(log);
-  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote, cacheLimit };
+  // One registry for the whole server: exports over one base share one open of it.
+  const defaults = { syncIntervalMs: syncInterval * 1000, log, remote, cacheLimit, shared: new SharedLayers() };
   const exports: Export[] = [];
   try {
     for (const spec of specs) {

@@ -35,6 +35,7 @@ import { firstInvalidSector } from './bitmap.js';
 import { encodeDirectoryBody, encodeSequence } from './directory.js';
 import { ChunkStatus, bitmapEntryOffset, type Geometry } from './layout.js';
 import type { LoadedMap } from './load.js';
+import { PagedTable } from './paged-table.js';
 import { hex } from './problems.js';
 import {
   addressOf,
@@ -63,7 +64,7 @@ export class MapStore {
   readonly geo: Geometry;
   readonly bitmaps: BitmapCache;
   private readonly tableChunks: Float64Array;
-  private readonly tables: Map<number, Buffer>;
+  private readonly tables: Map<number, PagedTable>;
   private readonly pieceBytes: number;
   private readonly dirtyPieces = new Map<number, Set<number>>();
   private readonly newTables = new Set<number>();
@@ -272,13 +273,14 @@ export class MapStore {
 
     const tableWrites: PendingWrite[] = [];
     for (const t of newTables) {
-      const copy = Buffer.from(this.tables.get(t) as Buffer);
+      const table = this.tables.get(t) as PagedTable;
+      const copy = table.copy(0, table.length);
       tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize, bytes: copy });
     }
     for (const [t, list] of pieces) {
-      const table = this.tables.get(t) as Buffer;
+      const table = this.tables.get(t) as PagedTable;
       for (const p of list) {
-        const copy = Buffer.from(table.subarray(p * this.pieceBytes, (p + 1) * this.pieceBytes));
+        const copy = table.copy(p * this.pieceBytes, (p + 1) * this.pieceBytes);
         tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize + p * this.pieceBytes, bytes: copy });
       }
     }
@@ -288,7 +290,7 @@ export class MapStore {
     for (const s of slices) {
       const a = addressOf(geo, s.logical);
       groupsWritten.add(a.table * geo.groupsPerTable + a.group);
-      const bitmap = bitmapChunkAt(this.tables.get(a.table) as Buffer, a.bitmapEntryOffset);
+      const bitmap = bitmapChunkAt(this.tables.get(a.table) as PagedTable, a.bitmapEntryOffset);
       bitmapWrites.push({ position: bitmap * geo.chunkSize + a.sliceOffset, bytes: s.bytes });
     }
     // Only the slices of status-11 chunks are ever read, and each is written before its entry
@@ -297,7 +299,7 @@ export class MapStore {
     for (const id of newGroups) {
       if (groupsWritten.has(id)) continue;
       const t = Math.floor(id / geo.groupsPerTable);
-      const bitmap = bitmapChunkAt(this.tables.get(t) as Buffer, bitmapEntryOffset(geo, id - t * geo.groupsPerTable));
+      const bitmap = bitmapChunkAt(this.tables.get(t) as PagedTable, bitmapEntryOffset(geo, id - t * geo.groupsPerTable));
       bitmapWrites.push({ position: bitmap * geo.chunkSize, bytes: new Uint8Array(geo.sliceBytes) });
     }
     // Invariant 3: an entry that was 11 on disk and got a new chunk is first set to 10, alone.
@@ -314,7 +316,7 @@ export class MapStore {
       const t = Math.floor(id / geo.groupsPerTable);
       if (newTables.includes(t)) continue;
       const at = bitmapEntryOffset(geo, id - t * geo.groupsPerTable);
-      const pointer = Buffer.from((this.tables.get(t) as Buffer).subarray(at, at + 8));
+      const pointer = (this.tables.get(t) as PagedTable).copy(at, at + 8);
       bitmapPointers.push({ position: this.tableChunks[t] * geo.chunkSize + at, bytes: pointer });
     }
     return { retired, slices, newTables, newGroups, pieces, directory, detached, detach, bitmapPointers, tableWrites, bitmapWrites };
@@ -352,8 +354,8 @@ export class MapStore {
     this.active = target;
   }
 
-  private createTable(t: number): Buffer {
-    const table = Buffer.alloc(this.geo.chunkSize);
+  private createTable(t: number): PagedTable {
+    const table = new PagedTable(this.geo.chunkSize);
     this.tables.set(t, table);
     this.tableChunks[t] = this.allocator.allocate();
     this.newTables.add(t);
@@ -398,7 +400,7 @@ export class MapStore {
       for (let g = 0; g < geo.groupsPerTable; g++) {
         for (let j = 0, off = g * geo.groupBytes; j < geo.entriesPerGroup; j++, off += 8) {
           // Status 01 (0x40..) and 11 (0xC0..) are the entries with bit 62 set; 00 and 10 are not.
-          if ((table[off] & 0x40) === 0) continue;
+          if ((table.readUInt8(off) & 0x40) === 0) continue;
           if (t * geo.chunksPerTable + g * geo.entriesPerGroup + j !== this.metadataChunk) n++;
         }
       }
