@@ -8,6 +8,7 @@
  * Prints the report and writes it to OUTPUT.md.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { bulkAndManySections } from './report-bulk-many.mjs';
 
 /**
  * @typedef {{ server: string, workload: string, run: number, kind: string, wall: number,
@@ -210,6 +211,9 @@ if (rssRow) {
   if (rssRow.note) p(`\n${rssRow.note}.`);
   p();
 }
+
+// Bulk copy and many exports (issue 13): sections of their own ---------------------------
+for (const line of bulkAndManySections(rows)) p(line);
 
 // CPU and memory --------------------------------------------------------------------------
 /** A table of one figure per server and workload; `format` gives a cell's text or null for '–'. */

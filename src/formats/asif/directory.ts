@@ -56,13 +56,13 @@ export function activeCopy(a: bigint, b: bigint): 0 | 1 | null {
   return a > b ? 0 : 1;
 }
 
-/** A u64 as a number: exact below 2^53, which every valid chunk number is. */
 /** What readU64 and writeU64 need: a Buffer, or a table held in pages (paged-table.ts). */
 export interface WordBytes {
   readUInt32BE(offset: number): number;
   writeUInt32BE(value: number, offset: number): number;
 }
 
+/** A u64 as a number: exact below 2^53, which every valid chunk number is. */
 export function readU64(buf: WordBytes, offset: number): number {
   return buf.readUInt32BE(offset) * 2 ** 32 + buf.readUInt32BE(offset + 4);
 }

@@ -50,21 +50,23 @@ export async function loadMap(file: BlockFile, sink: ProblemSink): Promise<Loade
   const header = validateHeader(decodeHeader(first), fileSize, sink);
   if (!header) return null;
   const geo = header.geometry;
-  const copies = await Promise.all(
+  // Only the active copy's tables are used: the other copy's sequence is all that is read of it.
+  const sequences = (await Promise.all(
     header.directoryOffsets.map(async (offset) => {
-      const buf = Buffer.alloc(geo.directoryBytes);
+      const buf = Buffer.alloc(8);
       await file.read(buf, offset);
-      return decodeDirectory(buf, geo.directoryEntries);
+      return buf.readBigUInt64BE(0);
     }),
-  );
-  const sequences = [copies[0].sequence, copies[1].sequence] as const;
+  )) as [bigint, bigint];
   const active = activeCopy(sequences[0], sequences[1]);
   if (active === null) {
     sink.corrupt(`directories A (${hex(header.directoryOffsets[0])}) and B (${hex(header.directoryOffsets[1])}) both have sequence ${sequences[0]}`);
     return null;
   }
+  const directory = Buffer.alloc(geo.directoryBytes);
+  await file.read(directory, header.directoryOffsets[active]);
   const refs = new References(header, Math.ceil(fileSize / geo.chunkSize), sink);
-  const tableChunks = copies[active].tables;
+  const tableChunks = decodeDirectory(directory, geo.directoryEntries).tables;
   const tables = new Map<number, PagedTable>();
   // Tables are read through one small buffer, so that loading never holds a whole table twice.
   const scratch = Buffer.alloc(Math.min(geo.chunkSize, TABLE_READ_BYTES));
@@ -199,15 +201,17 @@ export function mappedChunk(map: LoadedMap, logical: number): MappedChunk {
  * Reads logical chunk L whole, sectors not written as zeros; null when the chunk is not
  * allocated or its bitmap is unusable (the sink has been told).
  */
-export async function readLogicalChunk(file: BlockFile, map: LoadedMap, logical: number, what: string, sink: ProblemSink): Promise<Buffer | null> {
+export async function readLogicalChunk(file: BlockFile, map: LoadedMap, logical: number, what: string, sink: ProblemSink, length?: number): Promise<Buffer | null> {
   const geo = map.geometry;
+  // Only the first `length` bytes (whole sectors), when the caller needs no more.
+  const bytes = Math.min(geo.chunkSize, Math.ceil((length ?? geo.chunkSize) / geo.blockSize) * geo.blockSize);
   const m = mappedChunk(map, logical);
   if (m.status !== ChunkStatus.full && m.status !== ChunkStatus.partial) {
     sink.corrupt(`${what} (logical chunk ${logical}) is not allocated`);
     return null;
   }
   if (m.chunk < map.header.firstDataChunk || m.chunk >= map.fileChunks) return null;
-  const buf = Buffer.alloc(geo.chunkSize);
+  const buf = Buffer.alloc(bytes);
   await file.read(buf, m.chunk * geo.chunkSize);
   if (m.status === ChunkStatus.full) return buf;
   if (m.slicePosition === null) return null;
@@ -218,7 +222,7 @@ export async function readLogicalChunk(file: BlockFile, map: LoadedMap, logical:
     sink.corrupt(`${what}: bitmap at ${hex(m.slicePosition)} has the invalid state 11 for sector ${bad}`);
     return null;
   }
-  for (let s = 0; s < geo.sectorsPerChunk; s++) {
+  for (let s = 0; s < bytes / geo.blockSize; s++) {
     if (!isSectorWritten(slice, s)) buf.fill(0, s * geo.blockSize, (s + 1) * geo.blockSize);
   }
   return buf;

@@ -63,7 +63,13 @@ const WRITE_CONCURRENCY = 32;
 export class MapStore {
   readonly geo: Geometry;
   readonly bitmaps: BitmapCache;
-  private readonly tableChunks: Float64Array;
+  /**
+   * The directory: physical chunk of each table that exists. Kept sparse: the directory has
+   * an entry per 126 GiB of the format's whole capacity (33,289 in Apple's layout, 260 KiB as
+   * an array per open image) and a small image uses one or two.
+   */
+  private readonly tableChunks = new Map<number, number>();
+  private readonly directoryEntries: number;
   private readonly tables: Map<number, PagedTable>;
   private readonly pieceBytes: number;
   private readonly dirtyPieces = new Map<number, Set<number>>();
@@ -88,7 +94,10 @@ export class MapStore {
     options: MapStoreOptions,
   ) {
     this.geo = loaded.geometry;
-    this.tableChunks = loaded.tableChunks;
+    this.directoryEntries = loaded.tableChunks.length;
+    loaded.tableChunks.forEach((chunk, t) => {
+      if (chunk !== 0) this.tableChunks.set(t, chunk);
+    });
     this.tables = loaded.tables;
     this.active = loaded.active;
     this.sequences = [loaded.sequences[0], loaded.sequences[1]];
@@ -261,7 +270,7 @@ export class MapStore {
     const newTables = [...this.newTables];
     const newGroups = [...this.newBitmapGroups];
     const pieces = [...this.dirtyPieces].map(([t, set]) => [t, [...set]] as const);
-    const directory = this.directoryDirty ? Float64Array.from(this.tableChunks) : null;
+    const directory = this.directoryDirty ? this.directoryArray() : null;
     const detached = [...this.detached].filter(
       (l) => this.status(l) === ChunkStatus.partial && !this.newTables.has(addressOf(geo, l).table),
     );
@@ -275,13 +284,13 @@ export class MapStore {
     for (const t of newTables) {
       const table = this.tables.get(t) as PagedTable;
       const copy = table.copy(0, table.length);
-      tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize, bytes: copy });
+      tableWrites.push({ position: this.tableChunk(t) * geo.chunkSize, bytes: copy });
     }
     for (const [t, list] of pieces) {
       const table = this.tables.get(t) as PagedTable;
       for (const p of list) {
         const copy = table.copy(p * this.pieceBytes, (p + 1) * this.pieceBytes);
-        tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize + p * this.pieceBytes, bytes: copy });
+        tableWrites.push({ position: this.tableChunk(t) * geo.chunkSize + p * this.pieceBytes, bytes: copy });
       }
     }
 
@@ -307,7 +316,7 @@ export class MapStore {
     writeEntry(discarded, 0, ChunkStatus.discarded, 0);
     const detach: PendingWrite[] = detached.map((l) => {
       const a = addressOf(geo, l);
-      return { position: this.tableChunks[a.table] * geo.chunkSize + a.entryOffset, bytes: discarded };
+      return { position: this.tableChunk(a.table) * geo.chunkSize + a.entryOffset, bytes: discarded };
     });
     // A group's new bitmap pointer sits in another piece of the table than most of its entries:
     // it is written alone, after the bitmap chunk and before the entries that need it.
@@ -317,7 +326,7 @@ export class MapStore {
       if (newTables.includes(t)) continue;
       const at = bitmapEntryOffset(geo, id - t * geo.groupsPerTable);
       const pointer = (this.tables.get(t) as PagedTable).copy(at, at + 8);
-      bitmapPointers.push({ position: this.tableChunks[t] * geo.chunkSize + at, bytes: pointer });
+      bitmapPointers.push({ position: this.tableChunk(t) * geo.chunkSize + at, bytes: pointer });
     }
     return { retired, slices, newTables, newGroups, pieces, directory, detached, detach, bitmapPointers, tableWrites, bitmapWrites };
   }
@@ -357,10 +366,21 @@ export class MapStore {
   private createTable(t: number): PagedTable {
     const table = new PagedTable(this.geo.chunkSize);
     this.tables.set(t, table);
-    this.tableChunks[t] = this.allocator.allocate();
+    this.tableChunks.set(t, this.allocator.allocate());
     this.newTables.add(t);
     this.directoryDirty = true;
     return table;
+  }
+
+  private tableChunk(t: number): number {
+    return this.tableChunks.get(t) ?? 0;
+  }
+
+  /** The whole directory as it is written to disk. */
+  private directoryArray(): Float64Array {
+    const out = new Float64Array(this.directoryEntries);
+    for (const [t, chunk] of this.tableChunks) out[t] = chunk;
+    return out;
   }
 
   private touch(t: number, offset: number): void {
