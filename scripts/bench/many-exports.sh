@@ -182,8 +182,9 @@ write_jobs() { # the fio job file: job j on export floor(j*N/J)
   echo "$file"
 }
 
-# run_fio TAG: runs fio against server_pid, sampling the fds each second; sets fio_json,
-# max_fds, cpu_s (server CPU seconds) and wall_s (fio's whole run, connecting included)
+# run_fio TAG: runs fio against server_pid, sampling fds and VmRSS each second; sets fio_json,
+# max_fds, max_rss (KiB), cpu_s (server CPU seconds) and wall_s (fio's whole run, connecting
+# included)
 run_fio() {
   local tag=$1 jobfile c0 c1 fpid n t0
   jobfile=$(write_jobs)
@@ -193,9 +194,12 @@ run_fio() {
   fio --output-format=json --output="$fio_json" "$jobfile" >"$tmp/fio-$tag.log" 2>&1 &
   fpid=$!
   max_fds=0
+  max_rss=0
   while ! proc_gone "$fpid"; do
     n=$(fd_count "$server_pid")
     [[ $n -gt $max_fds ]] && max_fds=$n
+    n=$(status_kib "$server_pid" VmRSS)
+    [[ $n -gt $max_rss ]] && max_rss=$n
     sleep 1
   done
   wait "$fpid" || { tail -n 30 "$tmp/fio-$tag.log" >&2; die "fio failed ($tag)"; }
@@ -260,7 +264,7 @@ measure() { # measure SERVER RUN
   [[ $err == 0 ]] || die "fio reported error $err"
   hwm=$(status_kib "$server_pid" VmHWM)
   record server="$label" workload=many-exports run="$run" exports="$exports" jobs="$jobs" iodepth="$iodepth" \
-    startSeconds="$start" idleRssKiB="$idle_rss" hwmKiB="$hwm" rssKiB="$(status_kib "$server_pid" VmRSS)" fdsIdle="$idle_fds" fdsLoad="$max_fds" \
+    startSeconds="$start" idleRssKiB="$idle_rss" hwmKiB="$hwm" rssKiB="$(status_kib "$server_pid" VmRSS)" fdsIdle="$idle_fds" fdsLoad="$max_fds" rssLoadMaxKiB="$max_rss" \
     value="$iops" unit=IOPS p99ReadMs="$p99r" p99WriteMs="$p99w" wall="$wall_s" cpu="$cpu_s" admin=$([[ $server == stackbd-churn ]] && echo 1 || echo 0)
   if [[ $server == stackbd-churn ]]; then
     rm -f "$tmp/churn.stop" "$tmp/churn.errors"
@@ -273,7 +277,7 @@ measure() { # measure SERVER RUN
     [[ $err == 0 ]] || die "fio reported error $err during the churn"
     [[ ! -s $tmp/churn.errors ]] || { head "$tmp/churn.errors" >&2; die "admin add/remove failed during the churn"; }
     record server="$label" workload=many-exports-churn run="$run" exports="$exports" jobs="$jobs" iodepth="$iodepth" \
-      hwmKiB="$(status_kib "$server_pid" VmHWM)" rssKiB="$(status_kib "$server_pid" VmRSS)" fdsLoad="$max_fds" \
+      hwmKiB="$(status_kib "$server_pid" VmHWM)" rssKiB="$(status_kib "$server_pid" VmRSS)" fdsLoad="$max_fds" rssLoadMaxKiB="$max_rss" \
       value="$iops" unit=IOPS p99ReadMs="$p99r" p99WriteMs="$p99w" wall="$wall_s" cpu="$cpu_s" churnOps="$(wc -l <"$tmp/churn.count")"
   fi
   stop_pid "$server_pid" || { tail -n 30 "$tmp/server.log" >&2; die "$server exited with an error"; }

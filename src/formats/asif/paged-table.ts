@@ -76,6 +76,32 @@ export class PagedTable implements TableBytes {
     return offset + 4;
   }
 
+  /**
+   * The whole table as writes for a new table chunk: a copy of each page that exists, and the
+   * runs of absent pages as views of `zeros` (at most its length each), so that writing a new
+   * table never needs the whole table in one buffer.
+   */
+  writes(zeros: Buffer): Array<{ offset: number; bytes: Buffer }> {
+    const out: Array<{ offset: number; bytes: Buffer }> = [];
+    for (let index = 0; index < this.pages.length; ) {
+      const page = this.pages[index];
+      const start = index << PAGE_SHIFT;
+      if (page) {
+        out.push({ offset: start, bytes: Buffer.from(page.subarray(0, Math.min(PAGE, this.length - start))) });
+        index++;
+        continue;
+      }
+      let end = start;
+      while (index < this.pages.length && this.pages[index] === undefined && end - start + PAGE <= zeros.length) {
+        end = Math.min((index + 1) << PAGE_SHIFT, this.length);
+        index++;
+      }
+      if (end === start) throw new RangeError('PagedTable.writes: the zero buffer is smaller than a page');
+      out.push({ offset: start, bytes: zeros.subarray(0, end - start) });
+    }
+    return out;
+  }
+
   /** A new Buffer with the bytes of [start, end). */
   copy(start: number, end: number): Buffer {
     const out = Buffer.alloc(end - start);

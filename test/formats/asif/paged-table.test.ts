@@ -56,6 +56,27 @@ describe('PagedTable', () => {
     );
   });
 
+  it('gives a new table as page copies and zero runs that rebuild its bytes exactly', () => {
+    const table = new PagedTable(SIZE);
+    for (const entry of [3, 700, 701, 5000, SIZE / 8 - 1]) writeEntry(table, entry * 8, 1, entry + 10);
+    const zeros = Buffer.alloc(3 * 4096);
+    const rebuilt = Buffer.alloc(SIZE, 0xaa);
+    let end = 0;
+    for (const w of table.writes(zeros)) {
+      expect(w.offset).toBe(end);
+      expect(w.bytes.length).toBeLessThanOrEqual(zeros.length);
+      w.bytes.copy(rebuilt, w.offset);
+      end = w.offset + w.bytes.length;
+    }
+    expect(end).toBe(SIZE);
+    expect(rebuilt.equals(table.copy(0, SIZE))).toBe(true);
+    // Page copies, not views: changing the table afterwards leaves the writes as they were.
+    const before = Buffer.concat(table.writes(zeros).map((w) => w.bytes));
+    const writes = table.writes(zeros);
+    writeEntry(table, 3 * 8, 1, 999);
+    expect(Buffer.concat(writes.map((w) => w.bytes)).equals(before)).toBe(true);
+  });
+
   it('writing zeros into an absent page allocates nothing', () => {
     const table = new PagedTable(SIZE);
     writeEntry(table, 4096 * 3, 0, 0);
