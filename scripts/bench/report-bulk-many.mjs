@@ -73,7 +73,8 @@ function manySection(rows) {
     out.push('| server | adds+removes | IOPS quiet → during | p99 read ms quiet → during | p99 write ms quiet → during |');
     out.push('|---|--:|--:|--:|--:|');
     for (const c of churn) {
-      const q = quiet.find((r) => r.server === c.server && r.run === c.run && r.admin);
+      // The quiet run on the same server: the last admin-API run recorded before this one.
+      const q = many.slice(0, many.indexOf(c)).reverse().find((r) => r.workload === 'many-exports' && r.server === c.server && r.admin);
       out.push(`| ${c.server} | ${c.churnOps} | ${fmt(q?.value ?? NaN)} → ${fmt(c.value)} | ${fmt(q?.p99ReadMs ?? NaN)} → ${fmt(c.p99ReadMs)} | ${fmt(q?.p99WriteMs ?? NaN)} → ${fmt(c.p99WriteMs)} |`);
     }
     out.push('');
