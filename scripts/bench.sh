@@ -3,6 +3,7 @@
 #
 #   bash scripts/bench.sh [--quick] [--runs N] [--runtime S] [--output FILE] [--no-build]
 #                         [--servers a,b,...] [--workloads a,b,...] [--skip-rss] [--keep-tmp]
+#                         [--skip-bulk] [--skip-many-exports]
 #   npm run bench -- --quick
 #
 # Every server is started fresh for every run of every workload (on a free port of 127.0.0.1 it
@@ -13,6 +14,11 @@
 #
 # Full run (default): 3 runs, fio 10 s after a 1 s ramp, 1 GiB of random writes for the RSS case
 # (about 30 minutes). --quick: 3 runs, fio 3 s, 256 MiB for the RSS case (about 12 minutes).
+# Bulk copy (issue 13; --skip-bulk leaves it out): `stackbd convert` of the 25%-allocated stack
+# vs `qemu-img convert` of the qcow2 peer and `nbdcopy` from nbdkit-cow, to a RAW file.
+# Many exports (issue 13; --skip-many-exports): scripts/bench/many-exports.sh, 500 exports and
+# 256 fio connections, stackbd vs qemu-storage-daemon (about 10 minutes; --quick: 100 exports,
+# 64 connections, 10 s).
 # Servers: stackbd-raw stackbd-stack nbdkit-file nbdkit-cow qemu-nbd-qcow2 nbdkit-null
 # Workloads: seq-read seq-write rand-read-qd1 rand-read-qd32 rand-write-qd1 rand-write-qd32
 #            convert nbdcopy-c1 nbdcopy-c4
@@ -43,6 +49,8 @@ servers_csv=""
 workloads_csv=""
 skip_rss=0
 keep_tmp=0
+skip_bulk=0
+skip_many=0
 
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"; }
 say() { printf 'bench [%4ds]: %s\n' "$SECONDS" "$*" >&2; }
@@ -58,6 +66,8 @@ while [[ $# -gt 0 ]]; do
     --servers) servers_csv=${2:?--servers needs a list}; shift ;;
     --workloads) workloads_csv=${2:?--workloads needs a list}; shift ;;
     --skip-rss) skip_rss=1 ;;
+    --skip-bulk) skip_bulk=1 ;;
+    --skip-many-exports) skip_many=1 ;;
     --keep-tmp) keep_tmp=1 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -393,6 +403,71 @@ if [[ $skip_rss -eq 0 ]]; then
   say "RSS case: $summary"
   rm -f "$big_dir/big.asif"
 fi
+
+# ---------------------------------------------------------------------------------------------
+# Bulk copy (issue 13, item 4): the 1 GiB 25%-allocated stack (sparse.raw + an empty overlay,
+# as stackbd-stack serves it) flattened into a RAW file by each tool; the copying process's
+# CPU and peak RSS from GNU time, nbdkit's CPU added for nbdcopy.
+
+bulk_copy_one() { # bulk_copy_one TOOL RUN
+  local copier=$1 run=$2 out="$tmp/bulk-out.raw" cmd=() c0=0 c1=0 pid="" t0 t1 server_hwm=0
+  rm -f "$out"
+  case "$copier" in
+    stackbd-convert)
+      rm -f "$tmp/overlay.asif"
+      run_tool stackbd-append stackbd append "$tmp/sparse.raw" --new "$tmp/overlay.asif" --type overlay
+      cmd=("$stackbd_js" convert "$tmp/sparse.raw" "$tmp/overlay.asif" -O "$out" -q) ;;
+    qemu-img-convert)
+      rm -f "$tmp/overlay.qcow2"
+      run_tool qemu-img-create qemu-img create -q -f qcow2 -b "$tmp/sparse.raw" -F raw "$tmp/overlay.qcow2"
+      cmd=(qemu-img convert -f qcow2 -O raw "$tmp/overlay.qcow2" "$out") ;;
+    nbdcopy-cow)
+      start_server nbdkit-cow sparse "bulk-$run"
+      pid=$server_pid
+      c0=$(cpu_ticks "$pid")
+      cmd=(nbdcopy "$server_uri" "$out") ;;
+  esac
+  t0=$(now)
+  run_tool "bulk-$copier-$run" /usr/bin/time -f '%U %S %M' -o "$tmp/bulk-time" "${cmd[@]}"
+  t1=$(now)
+  if [[ -n $pid ]]; then
+    c1=$(cpu_ticks "$pid")
+    server_hwm=$(status_kib "$pid" VmHWM)
+    stop_server
+  fi
+  # The output must read like the stack (its empty overlay shows the base) and stay sparse.
+  if [[ $run -eq 1 ]] && ! cmp -s "$out" "$tmp/sparse.raw"; then die "$copier: the output differs from the stack"; fi
+  local user sys maxrss physical summary
+  read -r user sys maxrss <"$tmp/bulk-time"
+  physical=$(( $(stat -c %b "$out") * $(stat -c %B "$out") ))
+  rm -f "$out" "$tmp/overlay.asif" "$tmp/overlay.qcow2"
+  summary=$(node "$tool" record "$results" "server=$copier" workload=bulk-convert "run=$run" kind=copy \
+    "wall=$(elapsed "$t0" "$t1")" "cpu=$(cpu_seconds "$c0" "$c1")" "hwm=$maxrss" "rss=$server_hwm" \
+    "client=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "bytes=$size_bytes" "physical=$physical")
+  printf 'bench [%4ds]: run %d  %-15s %-16s %s\n' "$SECONDS" "$run" bulk-convert "$copier" "$summary" >&2
+}
+
+bulk_copy_case() {
+  [[ -x /usr/bin/time ]] || die "/usr/bin/time is not installed (Debian package time)"
+  say "bulk copy: convert of the 1 GiB 25%-allocated stack, $runs run(s)"
+  local run copier
+  for ((run = 1; run <= runs; run++)); do
+    for copier in stackbd-convert qemu-img-convert nbdcopy-cow; do bulk_copy_one "$copier" "$run"; done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Many exports (issue 13, item 5): scripts/bench/many-exports.sh appends its rows to the results.
+
+many_exports_case() {
+  local args=(--stackbd "$stackbd_js" --results "$results" --tmp "$tmp/many")
+  if [[ $quick -eq 1 ]]; then args+=(--exports 100 --jobs 64 --runtime 10); fi
+  say "many exports: scripts/bench/many-exports.sh ${args[*]}"
+  bash "$repo/scripts/bench/many-exports.sh" "${args[@]}" || die "scripts/bench/many-exports.sh failed"
+}
+
+[[ $skip_bulk -eq 1 ]] || bulk_copy_case
+[[ $skip_many -eq 1 ]] || many_exports_case
 
 # ---------------------------------------------------------------------------------------------
 # Report

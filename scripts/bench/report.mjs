@@ -9,6 +9,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { foreignSection } from './report-foreign.mjs';
+import { bulkAndManySections } from './report-bulk-many.mjs';
 
 /**
  * @typedef {{ server: string, workload: string, run: number, kind: string, wall: number,
@@ -214,6 +215,8 @@ if (rssRow) {
 
 // Foreign bases (issue 12) -----------------------------------------------------------------
 for (const line of foreignSection(rows)) p(line);
+// Bulk copy and many exports (issue 13): sections of their own ---------------------------
+for (const line of bulkAndManySections(rows)) p(line);
 
 // CPU and memory --------------------------------------------------------------------------
 /** A table of one figure per server and workload; `format` gives a cell's text or null for '–'. */

@@ -11,12 +11,13 @@ import { formatByName } from '../formats/probe.js';
 import { convertStack } from '../stack/convert.js';
 import { DiskImage } from '../stack/disk-image.js';
 import { BACKING_OPTION, FORMAT_OPTION, imageSpecs, printWarning } from './image-args.js';
+import { COPY_OPTIONS, inFlightFrom, type CopyArgs } from './copy-options.js';
 import { createProgress, PROGRESS_OPTIONS, progressMode, type ProgressArgs } from './progress.js';
 import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatSize } from './size.js';
 import { UsageError } from './usage-error.js';
 
-interface ConvertArgs extends ProgressArgs, RemoteArgs {
+interface ConvertArgs extends ProgressArgs, RemoteArgs, CopyArgs {
   images: string[];
   format?: ImageFormat;
   backing: boolean;
@@ -53,14 +54,16 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
         default: false,
         describe: 'replace an existing output file (never one of the inputs, nor one another program has open)',
       })
-      .options(PROGRESS_OPTIONS) as unknown as Argv<ConvertArgs>,
+      .options(PROGRESS_OPTIONS)
+      .options(COPY_OPTIONS) as unknown as Argv<ConvertArgs>,
   handler: async (args) => {
     const format = outputFormat(args.output, args['output-format']);
+    const inFlight = inFlightFrom(args);
     const remote = await remoteOptionsFrom(args, printWarning);
     const image = await DiskImage.open(imageSpecs(args.images, args.format, args.backing), { mode: 'readOnly', onWarning: printWarning, remote });
     const progress = createProgress('convert', progressMode(args));
     try {
-      const result = await convertStack(image.stack, args.output, { format, dmgCompression: args['dmg-compression'], overwrite: args.force, onProgress: (d, t) => progress.update(d, t) }).catch(
+      const result = await convertStack(image.stack, args.output, { format, dmgCompression: args['dmg-compression'], overwrite: args.force, inFlight, onProgress: (d, t) => progress.update(d, t) }).catch(
         (err: unknown) => {
           if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${args.output} already exists: add --force to replace it`);
           throw err;

@@ -7,6 +7,7 @@ import { Export } from '../server/export.js';
 import { ReadRecorder } from '../server/read-recorder.js';
 import { DiskImage } from '../stack/disk-image.js';
 import { parseLayerSpec } from '../stack/layer-spec.js';
+import type { SharedLayers } from '../stack/shared-layers.js';
 
 export interface ExportDefaults {
   syncIntervalMs: number;
@@ -19,6 +20,8 @@ export interface ExportDefaults {
   noBacking?: boolean;
   /** Record what clients read of each export in DIR/NAME.ranges (serve --record-reads). */
   recordReadsDir?: string;
+  /** The server's registry of read-only layers: exports over one base share one open of it. */
+  shared?: SharedLayers;
 }
 
 /** The file an export's reads are recorded in: its name made safe for a file name ("" is "default"). */
@@ -34,6 +37,7 @@ export async function openExport(request: ExportRequest & { noBacking?: boolean 
     readOnlyWhenCacheTop: true,
     cacheLimit: defaults.cacheLimit,
     noBacking: request.noBacking === true || defaults.noBacking === true,
+    shared: defaults.shared,
     onWarning: (message) => log.warn({ export: request.name }, message),
     remote: { ...defaults.remote, onWarning: (message) => log.warn({ export: request.name }, message) },
     stack: { onCacheFillError: (err) => log.warn({ export: request.name, err }, 'cache fill failed') },

@@ -17,6 +17,7 @@ import { openExport } from './open-export.js';
 import { remoteOptionsFrom, withRemoteOptions, type RemoteArgs } from './remote-options.js';
 import { formatHostPort, parseListenAddress, type TcpAddress } from './parse-address.js';
 import { notifyServiceManager } from './sd-notify.js';
+import { SharedLayers } from '../stack/shared-layers.js';
 import { parseSize } from './size.js';
 import { inheritedListenFds, planListeners } from './socket-activation.js';
 import { UsageError } from './usage-error.js';
@@ -174,6 +175,8 @@ async function handler(args: ServeArgs): Promise<void> {
     cacheLimit,
     noBacking: !args.backing,
     ...(recordReadsDir !== undefined ? { recordReadsDir } : {}),
+    // One registry for the whole server: exports over one base share one open of it.
+    shared: new SharedLayers(),
   };
   const exports: Export[] = [];
   try {

@@ -32,7 +32,11 @@ export class Export {
   private connections = 0;
   private dirty = false;
   private syncing: Promise<void> | null = null;
-  private readonly timer: NodeJS.Timeout | null;
+  private readonly intervalMs: number;
+  /** The one-shot sync after a write (armed while something waits to be synced). */
+  private syncTimer: NodeJS.Timeout | null = null;
+  /** Stacks with a cache layer: a periodic sync of the fills. */
+  private readonly fillTimer: NodeJS.Timeout | null;
   private closed = false;
 
   constructor(
@@ -42,9 +46,19 @@ export class Export {
     this.current = stack;
     this.name = options.name;
     this.description = options.description ?? '';
-    const interval = options.syncIntervalMs ?? 0;
-    this.timer = interval > 0 && (!stack.readOnly || stack.hasCache) ? setInterval(() => void this.syncIfDirty('timer'), interval) : null;
-    this.timer?.unref();
+    this.intervalMs = options.syncIntervalMs ?? 0;
+    this.fillTimer = this.intervalMs > 0 && stack.hasCache ? setInterval(() => void this.syncIfDirty('timer'), this.intervalMs) : null;
+    this.fillTimer?.unref();
+  }
+
+  /** Something waits to be synced: make sure the timer will sync it. */
+  private armSync(): void {
+    if (this.syncTimer !== null || this.intervalMs <= 0 || this.closed) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      void this.syncIfDirty('timer');
+    }, this.intervalMs);
+    this.syncTimer.unref();
   }
 
   /** The stack served now; a live snapshot replaces it with one that has a new top layer. */
@@ -112,6 +126,7 @@ export class Export {
     const release = await this.lock(offset, length);
     try {
       this.dirty = true;
+      this.armSync();
       await op();
     } finally {
       release();
@@ -148,6 +163,7 @@ export class Export {
       await this.stack.flush();
     } catch (err) {
       this.dirty = true;
+      this.armSync();
       throw err;
     }
     this.stats.recordSync((performance.now() - started) / 1000);
@@ -200,6 +216,7 @@ export class Export {
       })
       .catch((err: unknown) => {
         this.dirty = true;
+        this.armSync();
         this.options.logger?.error({ export: this.name, reason, err }, 'sync failed');
       })
       .finally(() => {
@@ -211,10 +228,13 @@ export class Export {
   /** Syncs and closes the stack; the export serves nothing afterwards. */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.timer) clearInterval(this.timer);
+    if (this.fillTimer) clearInterval(this.fillTimer);
     if (this.syncing) await this.syncing;
     this.closed = true;
     await this.options.readRecorder?.save();
+    // After the last sync: one that failed re-armed the timer.
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
     await this.stack.close();
   }
 }

@@ -4,7 +4,8 @@
  * hold are left alone. Afterwards the layer below reads like the stack did, its layer UUID has
  * changed (it was written), and the old top no longer stacks on it. Other layers made on the
  * layer below would go stale the same way: they are looked for beside the stack's files and
- * the commit is refused while there are any, unless `force`.
+ * the commit is refused while there are any, unless `force`. The copy is pipelined
+ * (bulk-copy.ts): several pieces of the top are read and written at once.
  */
 import path from 'node:path';
 import { IncompatibleStackingError } from '../block/errors.js';
@@ -12,16 +13,14 @@ import type { Layer } from '../formats/layer.js';
 import { openImage } from '../formats/open-image.js';
 import { findChildren } from './find-children.js';
 import { toLayerSpec, type LayerSpec } from './layer-spec.js';
+import { bulkCopy, type BulkCopyOptions } from './bulk-copy.js';
 import { checkChain, linksOf } from './chain.js';
 
-export interface CommitOptions {
-  onProgress?: (done: number, total: number) => void;
+export interface CommitOptions extends BulkCopyOptions {
   /** Commit even when other layers stack on the target (they go stale). */
   force?: boolean;
   onWarning?: (message: string) => void;
 }
-
-const PIECE = 4 * 1024 * 1024;
 
 export interface CommitResult {
   top: string;
@@ -57,22 +56,17 @@ export async function commitTop(sources: ReadonlyArray<string | LayerSpec>, opti
     if (top.size > target.size) await target.truncate(top.size);
     let bytesWritten = 0;
     let bytesZeroed = 0;
-    const buf = Buffer.allocUnsafe(PIECE);
-    for (let offset = 0; offset < top.size; offset += PIECE) {
-      const length = Math.min(PIECE, top.size - offset);
-      for (const run of await top.map(offset, length)) {
-        if (run.state === 'data') {
-          const piece = buf.subarray(0, run.length);
-          await top.read(piece, run.offset);
-          await target.write(piece, run.offset);
-          bytesWritten += run.length;
-        } else if (run.state === 'zero') {
-          await target.zero(run.offset, run.length);
-          bytesZeroed += run.length;
-        }
-      }
-      options.onProgress?.(offset + length, top.size);
-    }
+    const sink = {
+      write: (data: Buffer, at: number) => {
+        bytesWritten += data.length;
+        return target.write(data, at);
+      },
+      zero: (at: number, length: number) => {
+        bytesZeroed += length;
+        return target.zero(at, length);
+      },
+    };
+    await bulkCopy(top, sink, { pieceBytes: options.pieceBytes, inFlight: options.inFlight, onProgress: options.onProgress });
     await target.flush();
     return { top: top.path, target: target.path, bytesWritten, bytesZeroed };
   } finally {

@@ -18,6 +18,7 @@ import { findSameFile } from '../io/same-file.js';
 import { displaySource, isRemoteSource, openRemote, type RemoteOptions } from '../remote/index.js';
 import { checkChain, checkLink, linkOf, linksOf, parentRecordOf } from './chain.js';
 import { toLayerSpec, type LayerSpec } from './layer-spec.js';
+import type { SharedLayers } from './shared-layers.js';
 import { Stack, type StackOptions } from './stack.js';
 
 export type OpenMode = 'readOnly' | 'readWrite';
@@ -56,6 +57,11 @@ export interface OpenOptions {
   /** How a base given as a URL (http://, https://, s3://, nbd://...) is read. */
   remote?: RemoteOptions;
   stack?: StackOptions;
+  /**
+   * Open the read-only layers (all but the top) through this registry, so that stacks over one
+   * base share one open of it (a server's exports).
+   */
+  shared?: SharedLayers;
 }
 
 /** A new ASIF layer (`type`), or an existing one (`existing: true`; its parent is checked). */
@@ -139,6 +145,9 @@ export class DiskImage {
         if (isRemoteSource(spec.path)) {
           if (i > 0) throw new IncompatibleStackingError(displaySource(spec.path), `a remote base can only be the base of a stack, not a layer above ${layers[i - 1].path}`);
           layers.push(await openRemote(spec.path, { ...options.remote, onWarning: options.remote?.onWarning ?? options.onWarning }));
+        } else if (readOnly && options.shared) {
+          const open = (): Promise<Layer> => openCacheCapable(spec, true, options.requireLocks, options.cacheLimit);
+          layers.push(await options.shared.acquire(spec.path, `${spec.format ?? 'probed'}:${options.requireLocks ? 'locked' : ''}`, open));
         } else layers.push(await openCacheCapable(spec, readOnly, options.requireLocks, options.cacheLimit));
       }
       const cacheTop = layers[layers.length - 1].layerType === 'cache';

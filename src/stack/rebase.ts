@@ -15,7 +15,7 @@
 import { IncompatibleStackingError } from '../block/errors.js';
 import { openAsif } from '../formats/asif/index.js';
 import type { AsifImage } from '../formats/asif/index.js';
-import { isAllZero } from './convert.js';
+import { isAllZero } from './bulk-copy.js';
 import { checkLink, linkOf, parentRecordOf } from './chain.js';
 import { DiskImage } from './disk-image.js';
 import type { LayerSpec } from './layer-spec.js';

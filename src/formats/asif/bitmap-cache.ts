@@ -24,8 +24,12 @@ export interface DirtySlice {
   readonly bytes: Uint8Array;
 }
 
-/** Bytes per slab: big enough that slabs are few, small enough that an idle cache stays small. */
-const SLAB_BYTES = 256 * 1024;
+/**
+ * Bytes per slab: big enough that slabs are few, small enough that a cache holding a few hundred
+ * slices stays small (a server with hundreds of busy exports paid 256 KiB slabs for ~300 KiB of
+ * slices each).
+ */
+const SLAB_BYTES = 32 * 1024;
 
 export class BitmapCache {
   private readonly clean = new Map<number, number>();

@@ -56,12 +56,18 @@ export function activeCopy(a: bigint, b: bigint): 0 | 1 | null {
   return a > b ? 0 : 1;
 }
 
+/** What readU64 and writeU64 need: a Buffer, or a table held in pages (paged-table.ts). */
+export interface WordBytes {
+  readUInt32BE(offset: number): number;
+  writeUInt32BE(value: number, offset: number): number;
+}
+
 /** A u64 as a number: exact below 2^53, which every valid chunk number is. */
-export function readU64(buf: Buffer, offset: number): number {
+export function readU64(buf: WordBytes, offset: number): number {
   return buf.readUInt32BE(offset) * 2 ** 32 + buf.readUInt32BE(offset + 4);
 }
 
-export function writeU64(buf: Buffer, offset: number, value: number): void {
+export function writeU64(buf: WordBytes, offset: number, value: number): void {
   buf.writeUInt32BE(Math.floor(value / 2 ** 32), offset);
   buf.writeUInt32BE(value % 2 ** 32, offset + 4);
 }

@@ -3,7 +3,8 @@
  * directories, every table of the active directory, and the references they make.
  *
  * - Stores: nothing of its own; returns the header, the active directory's table pointers, the
- *   tables (their exact on-disk bytes) and a reference count per physical chunk.
+ *   tables (their exact on-disk bytes, held as pages: paged-table.ts) and a reference count
+ *   per physical chunk.
  * - Rules: the active directory is the one with the higher sequence (equal sequences are
  *   corrupt); every pointer (table, data chunk, bitmap chunk) lies after the header area and
  *   inside the file, and no physical chunk is referenced twice; entries have zero reserved
@@ -17,6 +18,7 @@ import { activeCopy, decodeDirectory } from './directory.js';
 import { decodeHeader, validateHeader, type AsifHeader } from './header.js';
 import { firstInvalidSector, isSectorWritten } from './bitmap.js';
 import { ChunkStatus, HEADER_BYTES, bitmapEntryOffset, type Geometry } from './layout.js';
+import { PagedTable, type TableBytes } from './paged-table.js';
 import { hex, type ProblemSink } from './problems.js';
 import { addressOf, bitmapChunkAt, entryChunk, entryReserved, entryStatus } from './table.js';
 
@@ -31,12 +33,15 @@ export interface LoadedMap {
   /** The active directory: physical chunk of each table, 0 when none. */
   readonly tableChunks: Float64Array;
   /** The tables that loaded, by table index. */
-  readonly tables: Map<number, Buffer>;
+  readonly tables: Map<number, PagedTable>;
   /** How many valid references each physical chunk has (saturating at 255). */
   readonly references: Uint8Array;
   /** Chunks referenced more than once, each listed once. */
   readonly doubleReferenced: number[];
 }
+
+/** Bytes of a table read at once while loading. */
+const TABLE_READ_BYTES = 64 * 1024;
 
 export async function loadMap(file: BlockFile, sink: ProblemSink): Promise<LoadedMap | null> {
   const fileSize = await file.size();
@@ -45,22 +50,26 @@ export async function loadMap(file: BlockFile, sink: ProblemSink): Promise<Loade
   const header = validateHeader(decodeHeader(first), fileSize, sink);
   if (!header) return null;
   const geo = header.geometry;
-  const copies = await Promise.all(
+  // Only the active copy's tables are used: the other copy's sequence is all that is read of it.
+  const sequences = (await Promise.all(
     header.directoryOffsets.map(async (offset) => {
-      const buf = Buffer.alloc(geo.directoryBytes);
+      const buf = Buffer.alloc(8);
       await file.read(buf, offset);
-      return decodeDirectory(buf, geo.directoryEntries);
+      return buf.readBigUInt64BE(0);
     }),
-  );
-  const sequences = [copies[0].sequence, copies[1].sequence] as const;
+  )) as [bigint, bigint];
   const active = activeCopy(sequences[0], sequences[1]);
   if (active === null) {
     sink.corrupt(`directories A (${hex(header.directoryOffsets[0])}) and B (${hex(header.directoryOffsets[1])}) both have sequence ${sequences[0]}`);
     return null;
   }
+  const directory = Buffer.alloc(geo.directoryBytes);
+  await file.read(directory, header.directoryOffsets[active]);
   const refs = new References(header, Math.ceil(fileSize / geo.chunkSize), sink);
-  const tableChunks = copies[active].tables;
-  const tables = new Map<number, Buffer>();
+  const tableChunks = decodeDirectory(directory, geo.directoryEntries).tables;
+  const tables = new Map<number, PagedTable>();
+  // Tables are read through one small buffer, so that loading never holds a whole table twice.
+  const scratch = Buffer.alloc(Math.min(geo.chunkSize, TABLE_READ_BYTES));
   const dirName = `directory ${active === 0 ? 'A' : 'B'} (sequence ${sequences[active]})`;
   for (let t = 0; t < tableChunks.length; t++) {
     const chunk = tableChunks[t];
@@ -69,10 +78,14 @@ export async function loadMap(file: BlockFile, sink: ProblemSink): Promise<Loade
       tableChunks[t] = 0;
       continue;
     }
-    const buf = Buffer.alloc(geo.chunkSize);
-    await file.read(buf, chunk * geo.chunkSize);
-    checkTable(geo, t, `table ${t} (chunk ${chunk})`, buf, refs, sink);
-    tables.set(t, buf);
+    const table = new PagedTable(geo.chunkSize);
+    for (let at = 0; at < geo.chunkSize; at += scratch.length) {
+      const part = scratch.subarray(0, Math.min(scratch.length, geo.chunkSize - at));
+      await file.read(part, chunk * geo.chunkSize + at);
+      table.load(part, at);
+    }
+    checkTable(geo, t, `table ${t} (chunk ${chunk})`, table, refs, sink);
+    tables.set(t, table);
   }
   return {
     header,
@@ -123,7 +136,7 @@ class References {
   }
 }
 
-function checkTable(geo: Geometry, t: number, where: string, table: Buffer, refs: References, sink: ProblemSink): void {
+function checkTable(geo: Geometry, t: number, where: string, table: TableBytes, refs: References, sink: ProblemSink): void {
   const base = t * geo.chunksPerTable;
   for (let g = 0; g < geo.groupsPerTable; g++) {
     let partial = false;
@@ -188,15 +201,17 @@ export function mappedChunk(map: LoadedMap, logical: number): MappedChunk {
  * Reads logical chunk L whole, sectors not written as zeros; null when the chunk is not
  * allocated or its bitmap is unusable (the sink has been told).
  */
-export async function readLogicalChunk(file: BlockFile, map: LoadedMap, logical: number, what: string, sink: ProblemSink): Promise<Buffer | null> {
+export async function readLogicalChunk(file: BlockFile, map: LoadedMap, logical: number, what: string, sink: ProblemSink, length?: number): Promise<Buffer | null> {
   const geo = map.geometry;
+  // Only the first `length` bytes (whole sectors), when the caller needs no more.
+  const bytes = Math.min(geo.chunkSize, Math.ceil((length ?? geo.chunkSize) / geo.blockSize) * geo.blockSize);
   const m = mappedChunk(map, logical);
   if (m.status !== ChunkStatus.full && m.status !== ChunkStatus.partial) {
     sink.corrupt(`${what} (logical chunk ${logical}) is not allocated`);
     return null;
   }
   if (m.chunk < map.header.firstDataChunk || m.chunk >= map.fileChunks) return null;
-  const buf = Buffer.alloc(geo.chunkSize);
+  const buf = Buffer.alloc(bytes);
   await file.read(buf, m.chunk * geo.chunkSize);
   if (m.status === ChunkStatus.full) return buf;
   if (m.slicePosition === null) return null;
@@ -207,7 +222,7 @@ export async function readLogicalChunk(file: BlockFile, map: LoadedMap, logical:
     sink.corrupt(`${what}: bitmap at ${hex(m.slicePosition)} has the invalid state 11 for sector ${bad}`);
     return null;
   }
-  for (let s = 0; s < geo.sectorsPerChunk; s++) {
+  for (let s = 0; s < bytes / geo.blockSize; s++) {
     if (!isSectorWritten(slice, s)) buf.fill(0, s * geo.blockSize, (s + 1) * geo.blockSize);
   }
   return buf;

@@ -35,6 +35,7 @@ import { firstInvalidSector } from './bitmap.js';
 import { encodeDirectoryBody, encodeSequence } from './directory.js';
 import { ChunkStatus, bitmapEntryOffset, type Geometry } from './layout.js';
 import type { LoadedMap } from './load.js';
+import { PagedTable } from './paged-table.js';
 import { hex } from './problems.js';
 import {
   addressOf,
@@ -58,12 +59,20 @@ interface PendingWrite {
 
 /** How many writes of one phase a flush keeps in flight. */
 const WRITE_CONCURRENCY = 32;
+/** The longest write of zeros when a new table is written. */
+const NEW_TABLE_ZERO_RUN = 64 * 1024;
 
 export class MapStore {
   readonly geo: Geometry;
   readonly bitmaps: BitmapCache;
-  private readonly tableChunks: Float64Array;
-  private readonly tables: Map<number, Buffer>;
+  /**
+   * The directory: physical chunk of each table that exists. Kept sparse: the directory has
+   * an entry per 126 GiB of the format's whole capacity (33,289 in Apple's layout, 260 KiB as
+   * an array per open image) and a small image uses one or two.
+   */
+  private readonly tableChunks = new Map<number, number>();
+  private readonly directoryEntries: number;
+  private readonly tables: Map<number, PagedTable>;
   private readonly pieceBytes: number;
   private readonly dirtyPieces = new Map<number, Set<number>>();
   private readonly newTables = new Set<number>();
@@ -87,7 +96,10 @@ export class MapStore {
     options: MapStoreOptions,
   ) {
     this.geo = loaded.geometry;
-    this.tableChunks = loaded.tableChunks;
+    this.directoryEntries = loaded.tableChunks.length;
+    loaded.tableChunks.forEach((chunk, t) => {
+      if (chunk !== 0) this.tableChunks.set(t, chunk);
+    });
     this.tables = loaded.tables;
     this.active = loaded.active;
     this.sequences = [loaded.sequences[0], loaded.sequences[1]];
@@ -260,7 +272,7 @@ export class MapStore {
     const newTables = [...this.newTables];
     const newGroups = [...this.newBitmapGroups];
     const pieces = [...this.dirtyPieces].map(([t, set]) => [t, [...set]] as const);
-    const directory = this.directoryDirty ? Float64Array.from(this.tableChunks) : null;
+    const directory = this.directoryDirty ? this.directoryArray() : null;
     const detached = [...this.detached].filter(
       (l) => this.status(l) === ChunkStatus.partial && !this.newTables.has(addressOf(geo, l).table),
     );
@@ -271,15 +283,18 @@ export class MapStore {
     this.directoryDirty = false;
 
     const tableWrites: PendingWrite[] = [];
+    // A new table is written page by page (absent pages from one zero buffer): a whole 1 MiB
+    // copy per new table made hundreds of exports' first syncs the server's peak memory.
+    const zeros = newTables.length > 0 ? Buffer.alloc(Math.min(geo.chunkSize, NEW_TABLE_ZERO_RUN)) : null;
     for (const t of newTables) {
-      const copy = Buffer.from(this.tables.get(t) as Buffer);
-      tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize, bytes: copy });
+      const table = this.tables.get(t) as PagedTable;
+      for (const w of table.writes(zeros as Buffer)) tableWrites.push({ position: this.tableChunk(t) * geo.chunkSize + w.offset, bytes: w.bytes });
     }
     for (const [t, list] of pieces) {
-      const table = this.tables.get(t) as Buffer;
+      const table = this.tables.get(t) as PagedTable;
       for (const p of list) {
-        const copy = Buffer.from(table.subarray(p * this.pieceBytes, (p + 1) * this.pieceBytes));
-        tableWrites.push({ position: this.tableChunks[t] * geo.chunkSize + p * this.pieceBytes, bytes: copy });
+        const copy = table.copy(p * this.pieceBytes, (p + 1) * this.pieceBytes);
+        tableWrites.push({ position: this.tableChunk(t) * geo.chunkSize + p * this.pieceBytes, bytes: copy });
       }
     }
 
@@ -288,7 +303,7 @@ export class MapStore {
     for (const s of slices) {
       const a = addressOf(geo, s.logical);
       groupsWritten.add(a.table * geo.groupsPerTable + a.group);
-      const bitmap = bitmapChunkAt(this.tables.get(a.table) as Buffer, a.bitmapEntryOffset);
+      const bitmap = bitmapChunkAt(this.tables.get(a.table) as PagedTable, a.bitmapEntryOffset);
       bitmapWrites.push({ position: bitmap * geo.chunkSize + a.sliceOffset, bytes: s.bytes });
     }
     // Only the slices of status-11 chunks are ever read, and each is written before its entry
@@ -297,7 +312,7 @@ export class MapStore {
     for (const id of newGroups) {
       if (groupsWritten.has(id)) continue;
       const t = Math.floor(id / geo.groupsPerTable);
-      const bitmap = bitmapChunkAt(this.tables.get(t) as Buffer, bitmapEntryOffset(geo, id - t * geo.groupsPerTable));
+      const bitmap = bitmapChunkAt(this.tables.get(t) as PagedTable, bitmapEntryOffset(geo, id - t * geo.groupsPerTable));
       bitmapWrites.push({ position: bitmap * geo.chunkSize, bytes: new Uint8Array(geo.sliceBytes) });
     }
     // Invariant 3: an entry that was 11 on disk and got a new chunk is first set to 10, alone.
@@ -305,7 +320,7 @@ export class MapStore {
     writeEntry(discarded, 0, ChunkStatus.discarded, 0);
     const detach: PendingWrite[] = detached.map((l) => {
       const a = addressOf(geo, l);
-      return { position: this.tableChunks[a.table] * geo.chunkSize + a.entryOffset, bytes: discarded };
+      return { position: this.tableChunk(a.table) * geo.chunkSize + a.entryOffset, bytes: discarded };
     });
     // A group's new bitmap pointer sits in another piece of the table than most of its entries:
     // it is written alone, after the bitmap chunk and before the entries that need it.
@@ -314,8 +329,8 @@ export class MapStore {
       const t = Math.floor(id / geo.groupsPerTable);
       if (newTables.includes(t)) continue;
       const at = bitmapEntryOffset(geo, id - t * geo.groupsPerTable);
-      const pointer = Buffer.from((this.tables.get(t) as Buffer).subarray(at, at + 8));
-      bitmapPointers.push({ position: this.tableChunks[t] * geo.chunkSize + at, bytes: pointer });
+      const pointer = (this.tables.get(t) as PagedTable).copy(at, at + 8);
+      bitmapPointers.push({ position: this.tableChunk(t) * geo.chunkSize + at, bytes: pointer });
     }
     return { retired, slices, newTables, newGroups, pieces, directory, detached, detach, bitmapPointers, tableWrites, bitmapWrites };
   }
@@ -352,13 +367,24 @@ export class MapStore {
     this.active = target;
   }
 
-  private createTable(t: number): Buffer {
-    const table = Buffer.alloc(this.geo.chunkSize);
+  private createTable(t: number): PagedTable {
+    const table = new PagedTable(this.geo.chunkSize);
     this.tables.set(t, table);
-    this.tableChunks[t] = this.allocator.allocate();
+    this.tableChunks.set(t, this.allocator.allocate());
     this.newTables.add(t);
     this.directoryDirty = true;
     return table;
+  }
+
+  private tableChunk(t: number): number {
+    return this.tableChunks.get(t) ?? 0;
+  }
+
+  /** The whole directory as it is written to disk. */
+  private directoryArray(): Float64Array {
+    const out = new Float64Array(this.directoryEntries);
+    for (const [t, chunk] of this.tableChunks) out[t] = chunk;
+    return out;
   }
 
   private touch(t: number, offset: number): void {
@@ -398,7 +424,7 @@ export class MapStore {
       for (let g = 0; g < geo.groupsPerTable; g++) {
         for (let j = 0, off = g * geo.groupBytes; j < geo.entriesPerGroup; j++, off += 8) {
           // Status 01 (0x40..) and 11 (0xC0..) are the entries with bit 62 set; 00 and 10 are not.
-          if ((table[off] & 0x40) === 0) continue;
+          if ((table.readUInt8(off) & 0x40) === 0) continue;
           if (t * geo.chunksPerTable + g * geo.entriesPerGroup + j !== this.metadataChunk) n++;
         }
       }

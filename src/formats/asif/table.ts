@@ -5,12 +5,14 @@
  *   the physical chunk in bits 54–0; per group the physical chunk of its bitmap (0 = none).
  * - States of a data entry: 00 never written and 10 discarded (both carry chunk 0), 01 fully
  *   written and 11 partly written (both carry a non-zero chunk; 11 consults the bitmap).
- * - Invariants: entries are read and written in place in the table's buffer, which is the
- *   exact on-disk image of the table; every entry sits inside one 512-byte sector, so a torn
- *   table write leaves each entry either old or new, never mixed.
+ * - Invariants: entries are read and written in place in the table's bytes (a Buffer, or a
+ *   PagedTable in memory), which are the exact on-disk image of the table; every entry sits
+ *   inside one 512-byte sector, so a torn table write leaves each entry either old or new,
+ *   never mixed.
  */
 import { readU64, writeU64 } from './directory.js';
 import { bitmapEntryOffset, dataEntryOffset, type ChunkStatus, type Geometry } from './layout.js';
+import type { TableBytes } from './paged-table.js';
 
 /** Where logical chunk L is described. */
 export interface ChunkAddress {
@@ -44,29 +46,29 @@ export function firstChunkOfGroup(geo: Geometry, table: number, group: number): 
   return table * geo.chunksPerTable + group * geo.entriesPerGroup;
 }
 
-export function entryStatus(table: Buffer, offset: number): ChunkStatus {
-  return (table[offset] >>> 6) as ChunkStatus;
+export function entryStatus(table: TableBytes, offset: number): ChunkStatus {
+  return (table.readUInt8(offset) >>> 6) as ChunkStatus;
 }
 
-export function entryChunk(table: Buffer, offset: number): number {
+export function entryChunk(table: TableBytes, offset: number): number {
   return (table.readUInt32BE(offset) & 0x7fffff) * 2 ** 32 + table.readUInt32BE(offset + 4);
 }
 
 /** Bits 61–55: must be zero. */
-export function entryReserved(table: Buffer, offset: number): number {
+export function entryReserved(table: TableBytes, offset: number): number {
   return (table.readUInt32BE(offset) >>> 23) & 0x7f;
 }
 
-export function writeEntry(table: Buffer, offset: number, status: ChunkStatus, chunk: number): void {
+export function writeEntry(table: TableBytes, offset: number, status: ChunkStatus, chunk: number): void {
   const hi = Math.floor(chunk / 2 ** 32);
   table.writeUInt32BE(((status << 30) | hi) >>> 0, offset);
   table.writeUInt32BE(chunk % 2 ** 32, offset + 4);
 }
 
-export function bitmapChunkAt(table: Buffer, offset: number): number {
+export function bitmapChunkAt(table: TableBytes, offset: number): number {
   return readU64(table, offset);
 }
 
-export function writeBitmapChunk(table: Buffer, offset: number, chunk: number): void {
+export function writeBitmapChunk(table: TableBytes, offset: number, chunk: number): void {
   writeU64(table, offset, chunk);
 }
