@@ -99,7 +99,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Tools, build, temp dir, cleanup
 
-bash "$repo/scripts/install-test-deps.sh" --if-missing
+bash "$repo/scripts/install-test-deps.sh" --if-missing --bench
 for t in node nbdkit qemu-nbd qemu-img fio nbdcopy nbdinfo; do
   command -v "$t" >/dev/null || die "$t is not installed"
 done

@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives: real NBD clients and reference servers,
 # the oracles of the foreign formats, and the origins of remote bases. `npm test` runs it with
-# --if-missing: it does nothing when every tool is already there.
+# --if-missing: it does nothing when every tool is already there. scripts/bench.sh adds --bench:
+# the anchors and meters only the benchmark uses (qemu-storage-daemon, GNU time, curl).
 set -euo pipefail
+
+if_missing=0
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --if-missing) if_missing=1 ;;
+    --bench) bench=1 ;;
+    *) echo "install-test-deps: unknown option $arg (use --if-missing, --bench)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   qemu-utils libnbd-bin python3-libnbd nbdkit fio     # NBD clients, reference servers, load
@@ -13,6 +24,10 @@ packages=(
 )
 tools=(qemu-img qemu-io qemu-nbd nbdinfo nbdsh nbdcopy nbdkit fio 7zz dmg2img xz bzip2 nginx openssl
   swift-proxy-server swift-object-server swift-container-server swift-account-server systemd-notify systemd-analyze)
+if [[ $bench -eq 1 ]]; then
+  packages+=(qemu-system-common time curl)     # qemu-storage-daemon (many exports), /usr/bin/time, curl
+  tools+=(qemu-storage-daemon /usr/bin/time curl)
+fi
 
 missing=()
 for tool in "${tools[@]}"; do
@@ -23,7 +38,7 @@ done
 if ! /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1; then missing+=(python3-libnbd); fi
 if ! /usr/bin/python3 -c 'import swift.common.ring' >/dev/null 2>&1; then missing+=(python3-swift); fi
 
-if [[ "${1:-}" == "--if-missing" && ${#missing[@]} -eq 0 ]]; then
+if [[ $if_missing -eq 1 && ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
 

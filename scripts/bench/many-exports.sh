@@ -64,6 +64,7 @@ for n in "$exports" "$jobs" "$iodepth" "$runtime" "$runs"; do [[ $n =~ ^[1-9][0-
 [[ $jobs -le $exports ]] || die "--jobs ($jobs) must not exceed --exports ($exports)"
 IFS=, read -r -a servers <<<"$servers_csv"
 for s in "${servers[@]}"; do [[ $s == stackbd || $s == qsd || $s == stackbd-churn ]] || die "unknown server $s (stackbd, qsd, stackbd-churn)"; done
+bash "$repo/scripts/install-test-deps.sh" --if-missing --bench
 for t in node fio nbdinfo qemu-img qemu-storage-daemon curl; do command -v "$t" >/dev/null || die "$t is not installed"; done
 [[ -x $stackbd_js || -f $stackbd_js ]] || die "no stackbd at $stackbd_js"
 stackbd_dist=$(cd "$(dirname "$stackbd_js")/../dist" && pwd) || die "no dist/ beside $stackbd_js (npm run build)"

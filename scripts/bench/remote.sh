@@ -51,6 +51,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 say() { printf 'remote-bench [%4ds]: %s\n' "$SECONDS" "$*" >&2; }
+bash "$repo/scripts/install-test-deps.sh" --if-missing --bench
 needed=(nginx nbdcopy node)
 [[ $fio -eq 1 ]] && needed+=(fio)
 [[ $nbdkit -eq 1 ]] && needed+=(nbdkit)
