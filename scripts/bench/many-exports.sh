@@ -203,20 +203,24 @@ run_fio() {
     [[ $n -gt $max_rss ]] && max_rss=$n
     sleep 1
   done
-  wait "$fpid" || { tail -n 30 "$tmp/fio-$tag.log" >&2; die "fio failed ($tag)"; }
+  wait "$fpid" || { tail -n 30 "$tmp/fio-$tag.log" "$fio_json" >&2; die "fio failed ($tag)"; }
   c1=$(cpu_ticks "$server_pid")
   cpu_s=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
   wall_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 }
 
-# fio_summary FILE: "IOPS P99READMS P99WRITEMS ERRORS"
+# fio_summary FILE: "IOPS P99READMS P99WRITEMS ERRORS ELAPSED SPANIOPS". IOPS is fio's: I/Os over
+# each job's own 30 s, which start when that job has connected. ELAPSED is fio's whole run and
+# SPANIOPS the I/Os over it: a server that accepts connections slowly staggers the jobs (fewer
+# run at once, each faster), which IOPS alone hides.
 fio_summary() {
   node -e '
     const t = require("fs").readFileSync(process.argv[1], "utf8");
     const doc = JSON.parse(t.slice(t.indexOf("{")));
     const j = doc.jobs[0];
     const p99 = (side) => (side.clat_ns && side.clat_ns.percentile ? side.clat_ns.percentile["99.000000"] / 1e6 : NaN);
-    console.log([(j.read.iops + j.write.iops).toFixed(0), p99(j.read).toFixed(2), p99(j.write).toFixed(2), j.error].join(" "));
+    const ios = j.read.total_ios + j.write.total_ios;
+    console.log([(j.read.iops + j.write.iops).toFixed(0), p99(j.read).toFixed(2), p99(j.write).toFixed(2), j.error, j.elapsed, (ios / j.elapsed).toFixed(0)].join(" "));
   ' "$1"
 }
 
@@ -247,7 +251,7 @@ record() { # record KEY=VALUE...: a JSON line to --results, and a line on stderr
 }
 
 measure() { # measure SERVER RUN
-  local server=$1 run=$2 start idle_rss idle_fds hwm sum iops p99r p99w err
+  local server=$1 run=$2 start idle_rss idle_fds hwm sum iops p99r p99w err elapsed span_iops
   case "$server" in
     stackbd) make_asif_overlays; start_stackbd 0 ;;
     stackbd-churn) make_asif_overlays; start_stackbd 1 ;;
@@ -261,12 +265,12 @@ measure() { # measure SERVER RUN
   local label=stackbd-$exports
   [[ $server == qsd ]] && label=qsd-$exports
   run_fio "$server-$run"
-  read -r iops p99r p99w err <<<"$(fio_summary "$fio_json")"
+  read -r iops p99r p99w err elapsed span_iops <<<"$(fio_summary "$fio_json")"
   [[ $err == 0 ]] || die "fio reported error $err"
   hwm=$(status_kib "$server_pid" VmHWM)
   record server="$label" workload=many-exports run="$run" exports="$exports" jobs="$jobs" iodepth="$iodepth" \
     startSeconds="$start" idleRssKiB="$idle_rss" hwmKiB="$hwm" rssKiB="$(status_kib "$server_pid" VmRSS)" fdsIdle="$idle_fds" fdsLoad="$max_fds" rssLoadMaxKiB="$max_rss" \
-    value="$iops" unit=IOPS p99ReadMs="$p99r" p99WriteMs="$p99w" wall="$wall_s" cpu="$cpu_s" admin=$([[ $server == stackbd-churn ]] && echo 1 || echo 0)
+    value="$iops" unit=IOPS p99ReadMs="$p99r" p99WriteMs="$p99w" fioElapsed="$elapsed" spanIops="$span_iops" wall="$wall_s" cpu="$cpu_s" admin=$([[ $server == stackbd-churn ]] && echo 1 || echo 0)
   if [[ $server == stackbd-churn ]]; then
     rm -f "$tmp/churn.stop" "$tmp/churn.errors"
     churn_loop &
@@ -274,12 +278,12 @@ measure() { # measure SERVER RUN
     run_fio "$server-$run-churn"
     touch "$tmp/churn.stop"
     wait "$churn_pid" || true
-    read -r iops p99r p99w err <<<"$(fio_summary "$fio_json")"
+    read -r iops p99r p99w err elapsed span_iops <<<"$(fio_summary "$fio_json")"
     [[ $err == 0 ]] || die "fio reported error $err during the churn"
     [[ ! -s $tmp/churn.errors ]] || { head "$tmp/churn.errors" >&2; die "admin add/remove failed during the churn"; }
     record server="$label" workload=many-exports-churn run="$run" exports="$exports" jobs="$jobs" iodepth="$iodepth" \
       hwmKiB="$(status_kib "$server_pid" VmHWM)" rssKiB="$(status_kib "$server_pid" VmRSS)" fdsLoad="$max_fds" rssLoadMaxKiB="$max_rss" \
-      value="$iops" unit=IOPS p99ReadMs="$p99r" p99WriteMs="$p99w" wall="$wall_s" cpu="$cpu_s" churnOps="$(wc -l <"$tmp/churn.count")"
+      value="$iops" unit=IOPS p99ReadMs="$p99r" p99WriteMs="$p99w" fioElapsed="$elapsed" spanIops="$span_iops" wall="$wall_s" cpu="$cpu_s" churnOps="$(wc -l <"$tmp/churn.count")"
   fi
   stop_pid "$server_pid" || { tail -n 30 "$tmp/server.log" >&2; die "$server exited with an error"; }
 }
