@@ -145,7 +145,7 @@ cleanup() {
     stop_pid "$p" || true
   done
   # The measurements outlive a failed or interrupted run: report.mjs can be run on them again.
-  if [[ -s ${results:-} ]]; then cp "$results" "$output.results.jsonl.last" 2>/dev/null && say "rows measured: $output.results.jsonl.last"; fi
+  if [[ -s ${results:-} ]]; then cp "$results" "${TMPDIR:-/tmp}/stackbd-bench-results.jsonl" 2>/dev/null && say "rows measured: ${TMPDIR:-/tmp}/stackbd-bench-results.jsonl"; fi
   if [[ $keep_tmp -eq 1 ]]; then say "kept $tmp $shm"; else rm -rf "$tmp" ${shm:+"$shm"}; fi
   exit "$status"
 }
@@ -201,6 +201,9 @@ size_bytes=$(stat -c %s "$tmp/base.raw")
 
 # A snapshot of the build, so that a rebuild in the checkout during the run (others may run
 # `npm test`, which builds) does not mix versions between runs.
+# The code measured is what is copied here: its commit is taken now, not at the end (the checkout
+# may change while the benchmark runs).
+commit="$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$repo" && [[ -n $(git status --porcelain -- src bin 2>/dev/null) ]] && echo ' (with uncommitted changes in src/ or bin/)')"
 mkdir -p "$tmp/app"
 cp -r "$repo/bin" "$repo/dist" "$repo/package.json" "$tmp/app/"
 ln -s "$repo/node_modules" "$tmp/app/node_modules"
@@ -495,7 +498,7 @@ node -e '
   qemu "$(tool_version qemu-nbd --version)" \
   fio "$(tool_version fio --version)" \
   libnbd "$(nbdcopy --version 2>&1 | sed -n 2p)" \
-  commit "$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$repo" && [[ -n $(git status --porcelain -- src bin 2>/dev/null) ]] && echo ' (with uncommitted changes in src/ or bin/)')" \
+  commit "$commit" \
   date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   load "at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)" \
   duration "$((SECONDS / 60)) min $((SECONDS % 60)) s" \
