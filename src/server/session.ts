@@ -300,7 +300,13 @@ export class Session implements ReplySink {
   }
 
   private releaseHold(): void {
-    if (!this.peerEnded && this.phase === 'transmitting' && this.options.peerClosed(this.transport) === true) {
+    // A reset connection is gone too, and tells it differently: replies sent to a client that
+    // has closed make its kernel answer RST, the read fails with ECONNRESET after delivering
+    // the bytes before it, and the socket is destroyed (no 'end'; no descriptor left to ask)
+    // while 'close' comes only in a later phase of the loop, after this check phase. Such a
+    // client's unread requests must not run either.
+    const gone = this.peerEnded || this.transport.destroyed || this.socket.destroyed;
+    if (!gone && this.phase === 'transmitting' && this.options.peerClosed(this.transport) === true) {
       // Gone, with bytes still unread before its end: keep holding until the end is read.
       this.releaseAtEnd = true;
       return;
@@ -308,7 +314,7 @@ export class Session implements ReplySink {
     this.holding = false;
     const reader = this.reader;
     if (this.phase !== 'transmitting' || !reader) return;
-    if (this.peerEnded) {
+    if (gone) {
       // The client died while we were not reading. A DISC among what it sent means it meant to
       // finish; otherwise nothing of it was acknowledged, so none of it may run late.
       const pending: ParsedRequest[] = [];

@@ -30,6 +30,8 @@ describe('reconnect fencing after a connection paused at its in-flight limit', (
   let dir: string;
   let srv: InProcessServer;
   let gate: Promise<void> = Promise.resolve();
+  /** The first slow write waits for this one instead (the reset case lets it finish early). */
+  let firstGate: Promise<void> = Promise.resolve();
 
   beforeAll(async () => {
     dir = await makeTempDir();
@@ -39,7 +41,8 @@ describe('reconnect fencing after a connection paused at its in-flight limit', (
     // Writes into the slow area wait for the test to open the gate.
     const slow = Object.create(layer) as Layer;
     slow.write = async (buf, offset, options) => {
-      if (offset >= SLOW_AREA) await gate;
+      if (offset === SLOW_AREA) await firstGate;
+      else if (offset >= SLOW_AREA) await gate;
       return layer.write(buf, offset, options);
     };
     srv = await startInProcessServer([{ name: 'disk', layers: [slow] }], { maxBytesInFlight: MiB });
@@ -49,34 +52,62 @@ describe('reconnect fencing after a connection paused at its in-flight limit', (
     await removeDir(dir);
   });
 
+  /**
+   * One attempt: W1 of the dead connection to range `x` must not land after W2. With
+   * `resetFirst`, one slow write finishes after the client's FIN has arrived: its reply reaches a
+   * closed socket, whose kernel answers RST, so when the server resumes it reads the held bytes,
+   * then ECONNRESET (no end of stream, the socket destroyed before its 'close' event).
+   */
+  async function attempt(n: number, x: number, resetFirst: boolean): Promise<string | null> {
+    let open!: () => void;
+    let openFirst!: () => void;
+    gate = new Promise((resolve) => (open = resolve));
+    firstGate = new Promise((resolve) => (openFirst = resolve));
+    const dead = await NbdClient.connect(srv.target, { exportName: 'disk' });
+    const deadPort = socketOf(dead).localPort!;
+    // 2 MiB of slow writes: the server takes in a little over 1 MiB of them (they cannot
+    // finish), then stops reading, with W1 behind the rest.
+    for (let i = 0; i < 8; i++) void dead.pwrite(Buffer.alloc(256 * KiB, 1), SLOW_AREA + i * 256 * KiB).catch(() => undefined);
+    void dead.pwrite(Buffer.alloc(4096, 0xaa), x).catch(() => undefined);
+    await until(() => srv.server.bytesInFlight > MiB, 'the dead connection at its in-flight limit');
+    const takenIn = srv.server.bytesInFlight;
+    expect(takenIn, 'the server stopped reading before W1').toBeLessThan(8 * 256 * KiB);
+    dead.destroy();
+    await until(() => tcpState(srv.port, deadPort) === 'CLOSE_WAIT', "the dead client's FIN reached the server");
+    expect(srv.server.bytesInFlight, 'still paused: nothing more was taken in').toBe(takenIn);
+    if (resetFirst) {
+      openFirst();
+      // Still above half the limit without it, so the session stays paused.
+      expect(takenIn - 256 * KiB).toBeGreaterThan(MiB / 2);
+      await until(() => tcpState(srv.port, deadPort) === null, 'the reply to the closed client was answered with RST');
+    }
+    const fresh = await NbdClient.connect(srv.target, { exportName: 'disk' });
+    await fresh.pwrite(Buffer.alloc(4096, 0xbb), x);
+    expect((await fresh.pread(x, 4096)).every((b) => b === 0xbb)).toBe(true);
+    openFirst();
+    open();
+    // The slow writes finish, the server resumes reading the dead connection and meets W1
+    // there; once that session has ended, whatever it was going to do is done.
+    await until(() => srv.server.connectionCount === 1, "the dead connection's session ended");
+    const after = await fresh.pread(x, 4096);
+    await fresh.disconnect();
+    return after.every((b) => b === 0xbb) ? null : `attempt ${n}: range ${x}+4096 holds 0x${after[0].toString(16)} from the dead connection, written after the newer 0xbb`;
+  }
+
   it(`never runs a write of the dead connection after a newer acknowledged one (${ATTEMPTS} attempts)`, async () => {
     const stale: string[] = [];
-    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      let open!: () => void;
-      gate = new Promise((resolve) => (open = resolve));
-      const x = attempt * 64 * KiB;
-      const dead = await NbdClient.connect(srv.target, { exportName: 'disk' });
-      const deadPort = socketOf(dead).localPort!;
-      // 2 MiB of slow writes: the server takes in a little over 1 MiB of them (they cannot
-      // finish), then stops reading, with W1 behind the rest.
-      for (let i = 0; i < 8; i++) void dead.pwrite(Buffer.alloc(256 * KiB, 1), SLOW_AREA + i * 256 * KiB).catch(() => undefined);
-      void dead.pwrite(Buffer.alloc(4096, 0xaa), x).catch(() => undefined);
-      await until(() => srv.server.bytesInFlight > MiB, 'the dead connection at its in-flight limit');
-      const takenIn = srv.server.bytesInFlight;
-      expect(takenIn, 'the server stopped reading before W1').toBeLessThan(8 * 256 * KiB);
-      dead.destroy();
-      await until(() => tcpState(srv.port, deadPort) === 'CLOSE_WAIT', "the dead client's FIN reached the server");
-      expect(srv.server.bytesInFlight, 'still paused: nothing more was taken in').toBe(takenIn);
-      const fresh = await NbdClient.connect(srv.target, { exportName: 'disk' });
-      await fresh.pwrite(Buffer.alloc(4096, 0xbb), x);
-      expect((await fresh.pread(x, 4096)).every((b) => b === 0xbb)).toBe(true);
-      open();
-      // The slow writes finish, the server resumes reading the dead connection and meets W1
-      // there; once that session has ended, whatever it was going to do is done.
-      await until(() => srv.server.connectionCount === 1, "the dead connection's session ended");
-      const after = await fresh.pread(x, 4096);
-      if (!after.every((b) => b === 0xbb)) stale.push(`attempt ${attempt}: range ${x}+4096 holds 0x${after[0].toString(16)} from the dead connection, written after the newer 0xbb`);
-      await fresh.disconnect();
+    for (let n = 0; n < ATTEMPTS; n++) {
+      const found = await attempt(n, n * 64 * KiB, false);
+      if (found) stale.push(found);
+    }
+    expect(stale).toEqual([]);
+  });
+
+  it(`nor when the dead connection was reset while paused (${ATTEMPTS} attempts)`, async () => {
+    const stale: string[] = [];
+    for (let n = 0; n < ATTEMPTS; n++) {
+      const found = await attempt(n, (ATTEMPTS + n) * 64 * KiB, true);
+      if (found) stale.push(found);
     }
     expect(stale).toEqual([]);
   });
