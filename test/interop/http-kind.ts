@@ -26,7 +26,7 @@ import { warmStack } from '../../src/stack/warm.js';
 import { runStackbd } from '../helpers/run-command.js';
 import { startNginx, type Nginx } from '../remote/helpers/nginx.js';
 import { stackKind, writeStackBase, type ExportKind } from './export-kinds.js';
-import { ASIF_TOP, checkAligned, writeAll } from './kind-helpers.js';
+import { ASIF_TOP, checkAligned, writeThroughOverlay } from './kind-helpers.js';
 import { CHUNK, LayerModel, SECTOR, StackModel } from './layer-model.js';
 
 /** The origin serving each directory's bases. */
@@ -101,14 +101,7 @@ export const httpStackKind: ExportKind = {
     const touched = (c: number): boolean => baseData.some((r) => r.length > 0 && r.offset < (c + 1) * CHUNK && r.offset + r.length > c * CHUNK);
     const image = await DiskImage.open([url, cache, overlay], { mode: 'readWrite' });
     try {
-      for (const region of upper) {
-        await writeAll((buf, at) => image.stack.write(buf, at), region);
-        model.write(region.offset, region.length);
-      }
-      if (free !== null) {
-        await image.stack.writeZeroes(free, CHUNK);
-        model.writeZeroes(free, CHUNK, false);
-      }
+      await writeThroughOverlay(image, model, upper, free);
       // Whole chunks that are holes of the served file and that the overlay leaves alone are
       // stored as zero chunks directly (what the warm would store, without reading gigabytes
       // of zeros over http); the warm reads the rest from nginx.

@@ -61,17 +61,22 @@ export function otherBytes(region: DataRegion): DataRegion {
 }
 
 /** Writes `upper` through a stack's overlay and zeroes the `free` chunk (a whole-chunk zero
- * that hides the base's junk there), changing `model` alike; closes the image. */
+ * that hides the base's junk there), changing `model` alike. */
+export async function writeThroughOverlay(image: DiskImage, model: StackModel, upper: readonly DataRegion[], free: number | null): Promise<void> {
+  for (const region of upper) {
+    await writeAll((buf, at) => image.stack.write(buf, at), region);
+    model.write(region.offset, region.length);
+  }
+  if (free !== null) {
+    await image.stack.writeZeroes(free, CHUNK);
+    model.writeZeroes(free, CHUNK, false);
+  }
+}
+
+/** writeThroughOverlay, then closes the image. */
 export async function completeThroughOverlay(image: DiskImage, model: StackModel, upper: readonly DataRegion[], free: number | null): Promise<void> {
   try {
-    for (const region of upper) {
-      await writeAll((buf, at) => image.stack.write(buf, at), region);
-      model.write(region.offset, region.length);
-    }
-    if (free !== null) {
-      await image.stack.writeZeroes(free, CHUNK);
-      model.writeZeroes(free, CHUNK, false);
-    }
+    await writeThroughOverlay(image, model, upper, free);
   } finally {
     await image.close();
   }
