@@ -10,6 +10,7 @@
  * the connection of each request, so tests can count requests and see which headers reached the origin.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { requireTool } from '../../helpers/require-tool.js';
@@ -41,7 +42,7 @@ export interface Nginx {
   tlsPort: number | null;
   url(file: string): string;
   tlsUrl(file: string): string;
-  /** Every request logged so far (nginx writes the log line when a request ends). */
+  /** Every request that ended before this call (settled with a marker request, left out here). */
   accessLog(): Promise<AccessEntry[]>;
   stop(): Promise<void>;
 }
@@ -82,6 +83,46 @@ http {
 `;
 }
 
+/** The URI prefix of settling requests; their lines are left out of accessLog(). */
+const MARK_PREFIX = '/.stackbd-log-mark-';
+
+/**
+ * nginx writes a request's log line when it finishes the request, which can be just after the
+ * client has read the last byte: a test reading the log right after its read may miss that
+ * line (seen as a block fetched "later" than the read that fetched it). nginx runs one worker
+ * here, which handles events in order, so a request sent after the client got its bytes is
+ * logged after every request that ended before it: send one and wait for its own line.
+ */
+async function settleLog(port: number, mark: string, logFile: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: mark, agent: false }, (res) => {
+      res.resume();
+      res.once('end', () => resolve());
+      res.once('error', reject);
+    });
+    req.once('error', reject);
+  });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const text = await fs.readFile(logFile, 'utf8').catch(() => '');
+    if (text.includes(`\t${mark}\t`)) return;
+    if (Date.now() > deadline) throw new Error(`nginx did not log the request ${mark} within 10 s`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function parseLog(text: string): AccessEntry[] {
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      const [method, uri, status, bytes, range, ifMatch, authorization, port, connection] = l.split('\t');
+      const dash = (s: string): string => (s === '-' ? '' : s);
+      return { method, uri, status: Number(status), bytes: Number(bytes), range: dash(range), ifMatch: dash(ifMatch), authorization: dash(authorization), port: Number(port), connection: Number(connection) };
+    })
+    .filter((e) => !e.uri.startsWith(MARK_PREFIX));
+}
+
 export async function startNginx(o: NginxOptions): Promise<Nginx> {
   requireTool('nginx');
   await fs.mkdir(path.join(o.dir, 'tmp'), { recursive: true });
@@ -105,21 +146,19 @@ export async function startNginx(o: NginxOptions): Promise<Nginx> {
       throw new Error(`nginx did not start: ${String(err)}\n${stderr}\n${log}`);
     }
     const pid = child.pid!;
+    let marks = 0;
     return {
       pid,
       ...ports,
       url: (file) => `http://127.0.0.1:${ports.port}/${file}`,
       tlsUrl: (file) => `https://localhost:${ports.tlsPort}/${file}`,
       accessLog: async () => {
-        const text = await fs.readFile(path.join(o.dir, 'access.log'), 'utf8').catch(() => '');
-        return text
-          .split('\n')
-          .filter((l) => l !== '')
-          .map((l) => {
-            const [method, uri, status, bytes, range, ifMatch, authorization, port, connection] = l.split('\t');
-            const dash = (s: string): string => (s === '-' ? '' : s);
-            return { method, uri, status: Number(status), bytes: Number(bytes), range: dash(range), ifMatch: dash(ifMatch), authorization: dash(authorization), port: Number(port), connection: Number(connection) };
-          });
+        const logFile = path.join(o.dir, 'access.log');
+        const mark = `${MARK_PREFIX}${++marks}`;
+        // A marker request settles the log first (see settleLog); a stopped nginx has nothing to settle.
+        const alive = child.exitCode === null && child.signalCode === null;
+        if (alive) await settleLog(ports.port, mark, logFile);
+        return parseLog(await fs.readFile(logFile, 'utf8').catch(() => ''));
       },
       stop: async () => {
         if (child.exitCode !== null || child.signalCode !== null) return;
