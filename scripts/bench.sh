@@ -206,8 +206,26 @@ size_bytes=$(stat -c %s "$tmp/base.raw")
 commit="$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$repo" && [[ -n $(git status --porcelain -- src bin 2>/dev/null) ]] && echo ' (with uncommitted changes in src/ or bin/)')"
 mkdir -p "$tmp/app"
 cp -r "$repo/bin" "$repo/dist" "$repo/package.json" "$tmp/app/"
+# The native addon goes with it (dist/io/native.js loads ../../native/build/Release/…): without
+# it the copy would measure the portable fallback, not what `npm install` gives users.
+if [[ -d $repo/native/build/Release ]]; then
+  mkdir -p "$tmp/app/native/build"
+  cp -r "$repo/native/build/Release" "$tmp/app/native/build/"
+fi
 ln -s "$repo/node_modules" "$tmp/app/node_modules"
 stackbd_js="$tmp/app/bin/stackbd.js"
+# Whether the copy measured loads the addon, as the server itself decides (STACKBD_NO_NATIVE=1
+# included); the report says which path was measured, and a full run refuses to measure the
+# fallback by accident.
+native=$(node --input-type=module -e '
+  const m = await import(process.argv[1]);
+  const s = m.nativeStatus();
+  console.log(s.loaded ? "loaded" : `not loaded (${s.reason})`);
+' "$tmp/app/dist/io/native.js")
+say "native fast paths: $native"
+if [[ $native != loaded && ${STACKBD_NO_NATIVE:-} != 1 ]]; then
+  die "the native addon does not load in the copy measured: $native (build it with npm rebuild, or set STACKBD_NO_NATIVE=1 to measure the portable path on purpose)"
+fi
 # Run the bin itself, as users do: its interpreter line carries the server's memory options.
 stackbd() { "$stackbd_js" "$@"; }
 
@@ -499,6 +517,7 @@ node -e '
   fio "$(tool_version fio --version)" \
   libnbd "$(nbdcopy --version 2>&1 | sed -n 2p)" \
   commit "$commit" \
+  native "$native" \
   date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   load "at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)" \
   duration "$((SECONDS / 60)) min $((SECONDS % 60)) s" \

@@ -111,6 +111,7 @@ p('## Machine');
 p();
 p(`- ${machine.nproc} CPUs (\`nproc\`), ${machine.cpu}, ${machine.memory} RAM; ${machine.kernel}; ${machine.os}`);
 p(`- Node ${machine.node}; ${machine.nbdkit}; ${machine.qemu}; ${machine.fio}; ${machine.libnbd}`);
+if (machine.native) p(`- stackbd's native fast paths (the addon \`npm install\` builds: inline cached reads, hole maps, flock): ${machine.native}`);
 p(`- Command: \`${machine.command}\` (took ${machine.duration}); load average (1, 5, 15 min) ${machine.load}: other processes on the machine share the CPUs, so compare numbers within this run only`);
 if (machine.failed) p(`- **Left out of this run:** ${machine.failed}`);
 p();
