@@ -203,7 +203,7 @@ size_bytes=$(stat -c %s "$tmp/base.raw")
 # `npm test`, which builds) does not mix versions between runs.
 # The code measured is what is copied here: its commit is taken now, not at the end (the checkout
 # may change while the benchmark runs).
-commit="$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$repo" && [[ -n $(git status --porcelain -- src bin 2>/dev/null) ]] && echo ' (with uncommitted changes in src/ or bin/)')"
+commit="$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$repo" && [[ -n $(git status --porcelain -- src bin 2>/dev/null) ]] && echo ' (with uncommitted changes in src/ or bin/)' || true)"
 mkdir -p "$tmp/app"
 cp -r "$repo/bin" "$repo/dist" "$repo/package.json" "$tmp/app/"
 # The native addon goes with it (dist/io/native.js loads ../../native/build/Release/…): without
