@@ -7,7 +7,7 @@
 // two malloc arenas (buffers freed by one thread and reused by another do not pile up), which
 // give memory freed at the top of the heap back above 128 KiB instead of glibc's adaptive
 // threshold (500 exports under 256 connections: the brk heap held 183 MiB of a 293 MiB peak;
-// peak 254-258 MiB with it, IOPS within the run-to-run spread).
+// with it, peaks of 256 MiB alone and 261 MiB in a full benchmark run, IOPS within the spread).
 // The thread pool must be sized before the first fs call anywhere in the process:
 // every positional read or write of an image is one job on it.
 process.env.UV_THREADPOOL_SIZE ??= '16';
