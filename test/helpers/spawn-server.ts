@@ -4,6 +4,7 @@
  * it by its own process id.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -37,13 +38,34 @@ export interface SpawnOptions {
   logLevel?: string;
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
+  /**
+   * Run node with the environment and flags of bin/stackbd.js's interpreter line, as a user who
+   * runs `stackbd` gets them (the tests start `node bin/stackbd.js`, which skips that line): for
+   * tests about the server's memory.
+   */
+  asShipped?: boolean;
+}
+
+/** The KEY=VALUE settings and node flags of bin/stackbd.js's `#!/usr/bin/env -S … node …` line. */
+export function shippedInterpreter(): { env: NodeJS.ProcessEnv; nodeArgs: string[] } {
+  const first = readFileSync(STACKBD_BIN, 'utf8').split('\n', 1)[0];
+  const words = first.replace(/^#!\S*env -S\s+/, '').split(/\s+/);
+  const nodeAt = words.indexOf('node');
+  if (!first.startsWith('#!') || nodeAt < 0) throw new Error(`bin/stackbd.js has no "env -S … node …" interpreter line: ${first}`);
+  const env: NodeJS.ProcessEnv = {};
+  for (const word of words.slice(0, nodeAt)) {
+    const eq = word.indexOf('=');
+    if (eq > 0) env[word.slice(0, eq)] = word.slice(eq + 1);
+  }
+  return { env, nodeArgs: words.slice(nodeAt + 1).filter((w) => w !== '') };
 }
 
 export async function spawnServer(options: SpawnOptions): Promise<SpawnedServer> {
-  const args = [STACKBD_BIN, 'serve', ...options.args, '--log-level', options.logLevel ?? 'info'];
+  const shipped = options.asShipped ? shippedInterpreter() : { env: {}, nodeArgs: [] };
+  const args = [...shipped.nodeArgs, STACKBD_BIN, 'serve', ...options.args, '--log-level', options.logLevel ?? 'info'];
   if (!options.noTcp) args.push('--listen', '127.0.0.1:0');
   if (options.socket) args.push('--socket', options.socket);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...shipped.env, ...options.env } });
   let stderr = '';
   let stdout = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -280,6 +280,8 @@ describe('soak: 64 connections over 4 exports', () => {
         '--sync-interval', '1',
       ],
       logLevel: 'info',
+      // RSS is asserted: measure the process as `stackbd` starts it, with its memory flags.
+      asShipped: true,
     });
   });
   afterAll(async () => {
