@@ -20,10 +20,12 @@
 # Usage: scripts/e2e-guest.sh [--mode qemu|kernel|both] [--http-base qemu|kernel|none] [--keep] [--log-level LEVEL]
 #   --http-base MODE   the mode whose base is read over http (default qemu; none: every base is a file)
 #   --keep             keep the work folder (images, console and server logs)
-#   --log-level LEVEL  the server's log level (trace logs every request; the script then counts
-#                      request types)
+#   --log-level LEVEL  the server's log level (default debug: connections, syncs, pauses at the
+#                      in-flight limit; trace logs every request and the script counts their types)
 # Environment: STACKBD_E2E_CACHE (cache folder), STACKBD_E2E_BOOT_TIMEOUT (seconds per boot,
-# default 300), STACKBD_E2E_NO_INSTALL=1 (fail instead of installing missing packages).
+# default 300), STACKBD_E2E_STALL_TIMEOUT (seconds of a silent guest console after which the
+# server's state is recorded and the guest stopped, default 90), STACKBD_E2E_NO_INSTALL=1 (fail
+# instead of installing missing packages).
 #
 # Prints one line per phase with its time, and a final line
 #   e2e-guest: PASS (modes: qemu kernel)   or   e2e-guest: FAIL ...
@@ -40,11 +42,15 @@ EXPORT=disk
 GUEST_PORT=10809
 GUEST_HOST=10.0.2.100 # exists only inside QEMU's user network (slirp): guestfwd maps it to loopback
 BOOT_TIMEOUT=${STACKBD_E2E_BOOT_TIMEOUT:-300}
+# A guest whose console stays silent this long is stuck (its slowest step, mkfs, prints after a
+# few seconds): the server's state is recorded and the guest stopped, instead of waiting out the
+# boot timeout and learning nothing.
+STALL_TIMEOUT=${STACKBD_E2E_STALL_TIMEOUT:-90}
 
 modes=(qemu kernel)
 http_base=qemu
 keep=0
-log_level=info
+log_level=debug
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mode)
@@ -271,10 +277,14 @@ initramfs_for() {
 start_server() {
   # start_server LOGFILE EXPORT_SPEC: sets server_pid and server_port
   local logfile=$1 spec=$2 i line
+  local dir
+  dir=$(dirname "$logfile")
   # --handshake-timeout: the guestfwd chardev connects when QEMU starts, long before the guest
-  # boots and speaks NBD over it.
-  "${STACKBD[@]}" serve --listen 127.0.0.1:0 --export "$spec" --log-level "$log_level" \
-    --handshake-timeout 600 2>"$logfile" >/dev/null &
+  # boots and speaks NBD over it. The admin socket and SIGUSR2's diagnostic report are read
+  # only if the guest stalls (record_stall).
+  node --report-on-signal --report-signal=SIGUSR2 --report-directory="$dir" "$ROOT/bin/stackbd.js" \
+    serve --listen 127.0.0.1:0 --export "$spec" --log-level "$log_level" \
+    --admin-socket "$dir/admin.sock" --handshake-timeout 600 2>"$logfile" >/dev/null &
   server_pid=$!
   server_port=''
   for ((i = 0; i < 200; i++)); do
@@ -287,6 +297,35 @@ start_server() {
     sleep 0.1
   done
   [[ -n "$server_port" ]] || { cat "$logfile" >&2; die "the server did not listen within 20 s"; }
+}
+
+# The server's view of a stalled guest: its sockets' queues as the kernel sees them (a Recv-Q
+# that does not drain: the server stopped reading; a Send-Q: the client stopped reading), the
+# requests it has in flight and whether a connection stopped reading, and its libuv handles and
+# JavaScript stack from a diagnostic report.
+record_stall() {
+  local dir=$1 i report
+  echo "----- stall: sockets of port $server_port (ss -tnoi) -----"
+  ss -tnoi "( sport = :$server_port or dport = :$server_port )" || true
+  echo "----- stall: server metrics -----"
+  limit "${STACKBD[@]}" ctl metrics --socket "$dir/admin.sock" |
+    grep -E '^stackbd_(requests_in_flight|connections_not_reading|bytes_in_flight|connections_open|requests_total|syncs_total) ' || true
+  echo "----- stall: server process -----"
+  grep -E '^(State|Threads|VmRSS):' "/proc/$server_pid/status" || true
+  kill -USR2 "$server_pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    report=$(ls "$dir"/report.*.json 2>/dev/null | head -n1 || true)
+    [[ -n "$report" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$report" ]] || { echo "(no diagnostic report)"; return 0; }
+  sleep 0.5
+  echo "----- stall: diagnostic report $report (TCP handles, JavaScript stack) -----"
+  node -e '
+    const r = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
+    for (const h of r.libuv) if (h.type === "tcp") console.log(JSON.stringify(h));
+    console.log(r.javascriptStack.message, (r.javascriptStack.stack || []).join("\n"));
+  ' "$report" || true
 }
 
 stop_server() {
@@ -443,6 +482,20 @@ run_mode() {
   done
   qemu_pid=$(cat "$dir/qemu.pid" 2>/dev/null || true)
   rc=0
+  local size last_size=-1 still=0 stalled=0
+  while kill -0 "$timeout_pid" 2>/dev/null; do
+    sleep 1
+    size=$(stat -c %s "$console" 2>/dev/null || echo 0)
+    if [[ "$size" != "$last_size" ]]; then
+      last_size=$size
+      still=0
+    elif ((++still >= STALL_TIMEOUT)); then
+      stalled=1
+      record_stall "$dir" >"$dir/stall.log" 2>&1
+      [[ -n "$qemu_pid" ]] && kill -TERM "$qemu_pid" 2>/dev/null
+      break
+    fi
+  done
   wait "$timeout_pid" || rc=$?
   timeout_pid=''
   qemu_pid=''
@@ -459,6 +512,10 @@ run_mode() {
     tr -d '\r' <"$console" >&2 || true
     echo "----- server log (last 40 lines) -----" >&2
     tail -n 40 "$dir/server.log" >&2 || true
+    if ((stalled)); then
+      cat "$dir/stall.log" >&2
+      die "[$mode] the guest stalled: its console was silent for ${STALL_TIMEOUT}s (the server's state is above)"
+    fi
     [[ $rc -eq 124 || $rc -eq 137 ]] && die "[$mode] the guest did not finish within ${BOOT_TIMEOUT}s"
     [[ $rc -ne 0 ]] && die "[$mode] QEMU exited with status $rc; marker: ${marker:-none}"
     die "[$mode] the guest test failed: ${marker:-no PASS/FAIL marker on the console}"

@@ -10,6 +10,8 @@ import { OPERATIONS, type Operation } from './export-stats.js';
 export interface MetricsSource {
   list(): Export[];
   readonly bytesInFlight: number;
+  readonly requestsInFlight: number;
+  readonly connectionsNotReading: number;
   readonly connectionCount: number;
 }
 
@@ -60,6 +62,8 @@ export class ServerMetrics {
     new Counter({ name: 'stackbd_sync_seconds_total', help: 'Time spent in syncs', labelNames: ['export'], registers, collect: perExport((e) => e.stats.syncSeconds) });
     new Gauge({ name: 'stackbd_export_size_bytes', help: 'Virtual size of each export', labelNames: ['export'], registers, collect: perExport((e) => e.size) });
     new Gauge({ name: 'stackbd_bytes_in_flight', help: 'Bytes of requests in flight over all connections', registers, collect() { this.set(source.bytesInFlight); } });
+    new Gauge({ name: 'stackbd_requests_in_flight', help: 'Requests started and not yet answered, over all connections', registers, collect() { this.set(source.requestsInFlight); } });
+    new Gauge({ name: 'stackbd_connections_not_reading', help: 'Connections not reading requests: at the in-flight limit, or fencing after one', registers, collect() { this.set(source.connectionsNotReading); } });
     new Gauge({ name: 'stackbd_connections_open', help: 'All open connections, negotiating or not', registers, collect() { this.set(source.connectionCount); } });
     for (const exp of source.list()) this.attach(exp);
   }

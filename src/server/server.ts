@@ -75,6 +75,20 @@ export class NbdServer implements ExportDirectory {
     return total;
   }
 
+  /** Requests started and not yet answered over all connections. */
+  get requestsInFlight(): number {
+    let total = 0;
+    for (const s of this.sessions) total += s.pendingRequests;
+    return total;
+  }
+
+  /** Connections not reading their client's requests (at the in-flight limit, or fencing). */
+  get connectionsNotReading(): number {
+    let total = 0;
+    for (const s of this.sessions) if (s.readingStopped) total++;
+    return total;
+  }
+
   /**
    * Stops serving an export: new clients no longer find it, its connections finish what is in
    * flight and close, then it is synced and closed.

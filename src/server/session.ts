@@ -427,6 +427,16 @@ export class Session implements ReplySink {
     return this.bytesInFlight;
   }
 
+  /** Requests this connection has started and not yet answered. */
+  get pendingRequests(): number {
+    return this.inFlight;
+  }
+
+  /** Not reading from the client: at the in-flight limit, or holding until it is known alive. */
+  get readingStopped(): boolean {
+    return this.paused || this.holding;
+  }
+
   /** Server shutdown: stop taking requests, finish those in flight, then close; a client still
    * negotiating gets ERR_SHUTDOWN for its options and is dropped after a short grace. */
   shutdown(): void {

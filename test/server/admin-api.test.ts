@@ -78,6 +78,9 @@ describe('admin API', () => {
       expect(writes).toBe(round * 2);
       expect(metrics.stdout).toMatch(/stackbd_request_duration_seconds_bucket\{le="[^"]+",export="vm",op="write"\} \d+/);
       expect(metrics.stdout).toContain('stackbd_connections{export="vm"} 1');
+      // Every write was answered and the client is idle: nothing in flight, every connection reading.
+      expect(metrics.stdout).toMatch(/^stackbd_requests_in_flight 0$/m);
+      expect(metrics.stdout).toMatch(/^stackbd_connections_not_reading 0$/m);
       expect(metrics.stdout).toContain('stackbd_process_resident_memory_bytes');
       await client.disconnect();
 
