@@ -8,6 +8,8 @@
  * - `pushTransient` takes bytes valid only during the call (a socket reading into one reused
  *   buffer): it parses them at once, copying each payload once into a buffer from the
  *   allocator and any cut-off header into a small carry buffer, and keeps no reference.
+ *   A large payload's rest can be read straight into place instead (`directTarget`,
+ *   `receivedDirect`): the copy is then only of the part that came with its header.
  */
 import { ByteQueue } from './byte-queue.js';
 import { Command, CommandFlag, Limits } from './constants.js';
@@ -96,14 +98,42 @@ export class RequestReader {
       const payload = this.payload!;
       const n = Math.min(payload.length - this.payloadFill, chunk.length - pos);
       chunk.copy(payload, this.payloadFill, pos, pos + n);
-      this.payloadFill += n;
       pos += n;
-      if (this.payloadFill === payload.length) {
-        this.ready.push(withPayload(this.header!, payload, true));
-        this.header = null;
-        this.payload = null;
-        this.payloadFill = 0;
-      }
+      this.filled(n);
+    }
+  }
+
+  /**
+   * Transient input: the unfilled rest of the payload being assembled, for the next read to go
+   * into directly (no copy), when at least `min` bytes of it are missing; otherwise null. The
+   * view ends where the payload does, so such a read never takes bytes of the next request.
+   */
+  directTarget(min: number): Buffer | null {
+    const payload = this.payload;
+    if (!payload || this.queue.length > 0 || payload.length - this.payloadFill < min) return null;
+    return payload.subarray(this.payloadFill);
+  }
+
+  /**
+   * Transient input: `n` bytes were read into `target`, a view `directTarget` returned. False
+   * (and nothing changed) when the reader has moved on since, e.g. it was cleared.
+   */
+  receivedDirect(target: Buffer, n: number): boolean {
+    const payload = this.payload;
+    if (!payload || target.buffer !== payload.buffer || target.byteOffset !== payload.byteOffset + this.payloadFill) return false;
+    if (n > payload.length - this.payloadFill) return false;
+    this.filled(n);
+    return true;
+  }
+
+  /** `n` more payload bytes are in place; a full payload makes its request ready. */
+  private filled(n: number): void {
+    this.payloadFill += n;
+    if (this.payloadFill === this.payload!.length) {
+      this.ready.push(withPayload(this.header!, this.payload!, true));
+      this.header = null;
+      this.payload = null;
+      this.payloadFill = 0;
     }
   }
 

@@ -162,7 +162,13 @@ export class NbdServer implements ExportDirectory {
     log.debug('connection');
     // TLS wraps the socket itself, so TLS-capable servers keep node's own reads.
     let session: Session | null = null;
-    const adopted = this.policy.tls ? null : adoptWithReadBuffer(socket, this.readBuffer, (chunk) => session?.receive(chunk));
+    const adopted = this.policy.tls
+      ? null
+      : adoptWithReadBuffer(socket, this.readBuffer, {
+          chunk: (bytes) => session?.receive(bytes),
+          target: () => session?.directTarget() ?? null,
+          direct: (target, n) => session?.receiveDirect(target, n),
+        });
     const created = new Session(adopted ?? socket, this, this.policy, log, this.sessionOptions, adopted ? 'transient' : 'events');
     session = created;
     this.sessions.add(created);

@@ -51,6 +51,10 @@ export interface SessionOptions {
  * are only valid during the call (a socket reading into one reused buffer). */
 export type InputMode = 'events' | 'transient';
 
+/** Payload bytes still missing for the next read to go straight into the payload: below this
+ * the copy costs less than the extra read it takes to reach the next header. */
+const DIRECT_READ_MIN = 64 * 1024;
+
 /** How long a client still negotiating may stay once the server shuts down. */
 const SHUTDOWN_GRACE_MS = 1000;
 
@@ -140,6 +144,21 @@ export class Session implements ReplySink {
       this.protocolError(err instanceof Error ? err.message : String(err));
       return;
     }
+    this.pump();
+  }
+
+  /** Transient input: the rest of a large payload being received, for the next read to fill
+   * in place; null when the next bytes should come through the shared buffer. */
+  directTarget(): Buffer | null {
+    if (this.phase !== 'transmitting' || !this.reader) return null;
+    return this.reader.directTarget(DIRECT_READ_MIN);
+  }
+
+  /** Transient input: `n` bytes were read into `target`, a buffer `directTarget` gave. */
+  receiveDirect(target: Buffer, n: number): void {
+    if (this.phase !== 'transmitting' || !this.reader) return;
+    // The reader checks the view is still its payload's rest; if not, the bytes go in as any.
+    if (!this.reader.receivedDirect(target, n)) return this.receive(target.subarray(0, n));
     this.pump();
   }
 

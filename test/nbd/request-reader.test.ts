@@ -119,4 +119,51 @@ describe('RequestReader with transient input', () => {
     const reader = new RequestReader(false);
     expect(() => reader.pushTransient(Buffer.alloc(28, 1))).toThrow(RequestStreamError);
   });
+
+  it('reads the rest of a large payload in place, and the next header through the shared buffer again', () => {
+    const payload = Buffer.alloc(300_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) % 251;
+    const head = encodeRequestHeader({ flags: 0, type: Command.WRITE, cookie: 9n, offset: 4096, length: payload.length }, false);
+    const tail = encodeRequestHeader({ flags: 0, type: Command.FLUSH, cookie: 10n, offset: 0, length: 0 }, false);
+    const wire = Buffer.concat([head, payload, tail]);
+    const reader = new RequestReader(false);
+    const shared = Buffer.alloc(65_536);
+    let pos = 0;
+    let direct = 0;
+    // A socket's reads: into the target the reader names, else into the shared buffer.
+    while (pos < wire.length) {
+      const target = reader.directTarget(32_768);
+      const into = target ?? shared;
+      const n = Math.min(into.length, wire.length - pos, 100_000);
+      wire.copy(into, 0, pos, pos + n);
+      pos += n;
+      if (target) {
+        direct += n;
+        expect(reader.receivedDirect(target, n)).toBe(true);
+      } else {
+        reader.pushTransient(shared.subarray(0, n));
+        shared.fill(0xee);
+      }
+    }
+    const write = reader.next()!;
+    expect(write.cookie).toBe(9n);
+    expect(write.payload.equals(payload)).toBe(true);
+    expect(reader.next()!.type).toBe(Command.FLUSH);
+    expect(reader.buffered).toBe(0);
+    // Only what came with the header was copied.
+    expect(direct).toBe(payload.length - (65_536 - head.length));
+  });
+
+  it('names no target for a small rest, and refuses a view that is no longer its payload', () => {
+    const reader = new RequestReader(false);
+    const head = encodeRequestHeader({ flags: 0, type: Command.WRITE, cookie: 1n, offset: 0, length: 100_000 }, false);
+    expect(reader.directTarget(1)).toBeNull();
+    reader.pushTransient(Buffer.concat([head, Buffer.alloc(90_000, 1)]));
+    expect(reader.directTarget(10_001)).toBeNull();
+    const target = reader.directTarget(10_000)!;
+    expect(target.length).toBe(10_000);
+    reader.clear();
+    expect(reader.receivedDirect(target, 10_000)).toBe(false);
+    expect(reader.next()).toBeNull();
+  });
 });
