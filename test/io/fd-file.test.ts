@@ -69,7 +69,7 @@ describe('FdFile', () => {
 
 describe('BufferPool', () => {
   it('reuses a large buffer once it is given back, and leaves small ones to Node', () => {
-    const pool = new BufferPool(4 * 1024 * 1024);
+    const pool = new BufferPool({ baseBytes: 4 * 1024 * 1024, maxBytes: 4 * 1024 * 1024 });
     const a = pool.take(1024 * 1024 + 28);
     expect(a.length).toBe(1024 * 1024 + 28);
     pool.give(a);
@@ -87,10 +87,31 @@ describe('BufferPool', () => {
   });
 
   it('keeps no more than its budget', () => {
-    const pool = new BufferPool(2 * 1024 * 1024);
+    const pool = new BufferPool({ baseBytes: 2 * 1024 * 1024, maxBytes: 2 * 1024 * 1024 });
     const bufs = [pool.take(1024 * 1024), pool.take(1024 * 1024), pool.take(1024 * 1024)];
     for (const b of bufs) pool.give(b);
     expect(pool.idleBytes).toBe(2 * 1024 * 1024);
+  });
+
+  it('keeps as much as was recently in use at once, up to its maximum, and lets it go when quiet', async () => {
+    const MiB = 1024 * 1024;
+    const pool = new BufferPool({ baseBytes: 2 * MiB, maxBytes: 8 * MiB, quietMs: 100 });
+    const round = (n: number): void => {
+      const bufs = Array.from({ length: n }, () => pool.take(MiB));
+      for (const b of bufs) pool.give(b);
+    };
+    round(6);
+    expect(pool.idleBytes).toBe(6 * MiB);
+    // The next burst of the same size finds all of its buffers.
+    const again = Array.from({ length: 6 }, () => pool.take(MiB));
+    expect(pool.idleBytes).toBe(0);
+    for (const b of again) pool.give(b);
+    round(12);
+    expect(pool.idleBytes).toBe(8 * MiB);
+    // No take for longer than quietMs: back to the base.
+    const deadline = Date.now() + 5000;
+    while (pool.idleBytes > 2 * MiB && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(pool.idleBytes).toBe(2 * MiB);
   });
 });
 
