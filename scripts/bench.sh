@@ -489,7 +489,7 @@ many_exports_case() {
   say "many exports: scripts/bench/many-exports.sh ${args[*]}"
   # A failure here (a peer that stops answering 256 connections, say) leaves its rows out of the
   # report, which says so, instead of throwing away the half hour of rows measured before it.
-  bash "$repo/scripts/bench/many-exports.sh" "${args[@]}" || { many_failed=1; say "scripts/bench/many-exports.sh failed; its rows are left out"; }
+  bash "$repo/scripts/bench/many-exports.sh" "${args[@]}" || { many_failed=1; say "scripts/bench/many-exports.sh failed; the rows it had not measured yet are left out"; }
 }
 
 [[ $skip_bulk -eq 1 ]] || bulk_copy_case
@@ -524,7 +524,7 @@ node -e '
   command "$command_line" \
   mode "$([[ $quick -eq 1 ]] && echo quick || echo full)" \
   runs "$runs" runtime "$runtime" ramp "$ramp" rssIo "$rss_io" imageSize "$size" \
-  failed "$([[ $many_failed -eq 1 ]] && echo 'the many-exports rows (scripts/bench/many-exports.sh failed; its messages are in the log of this run)')"
+  failed "$([[ $many_failed -eq 1 ]] && echo 'the many-exports rows not measured when scripts/bench/many-exports.sh failed (its messages are in the log of this run)')"
 
 mkdir -p "$(dirname "$output")"
 node "$repo/scripts/bench/report.mjs" "$results" "$machine" "$output"

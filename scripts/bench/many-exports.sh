@@ -137,7 +137,7 @@ start_stackbd() { # start_stackbd ADMIN(0|1)
     for ((i = 0; i < exports; i++)); do printf '%s  { "name": "e%d", "layers": ["raw:%s", "asif:%s/asif/o%d.asif"] }' "$sep" "$i" "$base" "$tmp" "$i"; sep=$',\n'; done
     printf '\n] }\n'
   } >"$cfg"
-  local args=(serve --config "$cfg" --listen "127.0.0.1:$port" --log-level warn)
+  local args=(serve --config "$cfg" --listen "127.0.0.1:$port" --log-level ${STACKBD_BENCH_LOG_LEVEL:-warn})
   admin_sock=""
   if [[ $1 -eq 1 ]]; then admin_sock="$tmp/admin.sock"; rm -f "$admin_sock"; args+=(--admin-socket "$admin_sock"); fi
   "$stackbd_js" "${args[@]}" </dev/null >"$tmp/server.log" 2>&1 &
@@ -206,7 +206,11 @@ run_fio() {
     [[ $n -gt $max_rss ]] && max_rss=$n
     sleep 1
   done
-  wait "$fpid" || { tail -n 30 "$tmp/fio-$tag.log" "$fio_json" >&2; die "fio failed ($tag)"; }
+  wait "$fpid" || {
+    tail -n 30 "$tmp/fio-$tag.log" >&2
+    grep -v '"level":30' "$tmp/server.log" | tail -n 30 >&2
+    die "fio failed ($tag)"
+  }
   c1=$(cpu_ticks "$server_pid")
   cpu_s=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
   wall_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
@@ -278,9 +282,12 @@ measure() { # measure SERVER RUN
     rm -f "$tmp/churn.stop" "$tmp/churn.errors"
     churn_loop &
     local churn_pid=$!
+    # Stopped by cleanup too, should fio fail: a loop left running after its server had gone
+    # kept calling the dead admin socket.
+    pids+=("$churn_pid")
     run_fio "$server-$run-churn"
     touch "$tmp/churn.stop"
-    wait "$churn_pid" || true
+    stop_pid "$churn_pid" || true
     read -r iops p99r p99w err elapsed span_iops <<<"$(fio_summary "$fio_json")"
     [[ $err == 0 ]] || die "fio reported error $err during the churn"
     [[ ! -s $tmp/churn.errors ]] || { head "$tmp/churn.errors" >&2; die "admin add/remove failed during the churn"; }
