@@ -137,7 +137,7 @@ start_stackbd() { # start_stackbd ADMIN(0|1)
     for ((i = 0; i < exports; i++)); do printf '%s  { "name": "e%d", "layers": ["raw:%s", "asif:%s/asif/o%d.asif"] }' "$sep" "$i" "$base" "$tmp" "$i"; sep=$',\n'; done
     printf '\n] }\n'
   } >"$cfg"
-  local args=(serve --config "$cfg" --listen "127.0.0.1:$port" --log-level ${STACKBD_BENCH_LOG_LEVEL:-warn})
+  local args=(serve --config "$cfg" --listen "127.0.0.1:$port" --log-level "${STACKBD_BENCH_LOG_LEVEL:-warn}")
   admin_sock=""
   if [[ $1 -eq 1 ]]; then admin_sock="$tmp/admin.sock"; rm -f "$admin_sock"; args+=(--admin-socket "$admin_sock"); fi
   "$stackbd_js" "${args[@]}" </dev/null >"$tmp/server.log" 2>&1 &

@@ -100,8 +100,10 @@ export class BufferPool {
   private noteDemand(cls: number): void {
     const now = performance.now();
     this.lastTake = now;
-    if (now - this.windowStarted > this.limits.quietMs / 2) {
-      this.previousPeak = this.peak;
+    const sinceWindow = now - this.windowStarted;
+    if (sinceWindow > this.limits.quietMs / 2) {
+      // After a longer silence the window before this one saw no demand at all.
+      this.previousPeak = sinceWindow > this.limits.quietMs ? 0 : this.peak;
       this.peak = this.outstanding;
       this.windowStarted = now;
     }

@@ -70,22 +70,22 @@ export class NbdServer implements ExportDirectory {
 
   /** Bytes of requests in flight over all connections. */
   get bytesInFlight(): number {
-    let total = 0;
-    for (const s of this.sessions) total += s.pendingBytes;
-    return total;
+    return this.sumOverSessions((s) => s.pendingBytes);
   }
 
   /** Requests started and not yet answered over all connections. */
   get requestsInFlight(): number {
-    let total = 0;
-    for (const s of this.sessions) total += s.pendingRequests;
-    return total;
+    return this.sumOverSessions((s) => s.pendingRequests);
   }
 
   /** Connections not reading their client's requests (at the in-flight limit, or fencing). */
   get connectionsNotReading(): number {
+    return this.sumOverSessions((s) => (s.readingStopped ? 1 : 0));
+  }
+
+  private sumOverSessions(value: (s: Session) => number): number {
     let total = 0;
-    for (const s of this.sessions) if (s.readingStopped) total++;
+    for (const s of this.sessions) total += value(s);
     return total;
   }
 

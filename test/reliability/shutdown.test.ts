@@ -90,7 +90,7 @@ describe('SIGTERM with requests in flight', () => {
     // --max-in-flight 8M: the bulk writer below reaches it with a few reads; debug logs say when
     // the server stops reading a connection at its limit.
     server = await spawnServer({
-      args: ['--export', `raw=${raw}`, '--export', `stack=${base},${overlay}`, '--sync-interval', '0', '--max-in-flight', '8M'],
+      args: ['--export', `raw=${raw}`, '--export', `stack=${base},${overlay}`, '--sync-interval', '0', '--max-in-flight', '8M', '--admin-socket', path.join(dir, 'admin.sock')],
       logLevel: 'debug',
     });
   });
@@ -154,6 +154,10 @@ describe('SIGTERM with requests in flight', () => {
     for (const deadline = Date.now() + 30_000; !held(); await new Promise((r) => setTimeout(r, 20))) {
       if (Date.now() > deadline) throw new Error(`the server never stopped reading the bulk writer at its in-flight limit: ${JSON.stringify(pauses())}, ${bulkSocket.writableLength} bytes unsent`);
     }
+    // The metrics say so too: exactly the held connection is not being read.
+    const metrics = await runStackbd(['ctl', 'metrics', '--socket', path.join(dir, 'admin.sock')]);
+    expect(metrics.code, metrics.stderr).toBe(0);
+    expect(metrics.stdout).toMatch(/^stackbd_connections_not_reading 1$/m);
 
     // Writes on a RAW export and on a stack: a quarter of them answered before the signal.
     const writes: Array<{ client: 'raw' | 'stack'; offset: number; data: Buffer; done: Promise<Outcome> }> = [];
